@@ -1,0 +1,81 @@
+"""Exceptions raised by hueyd; names and meanings follow huey's."""
+
+
+class HueyException(Exception):
+    """Base class for errors raised by hueyd itself."""
+
+
+class ConfigurationError(HueyException):
+    """A Huey instance, storage or option was set up wrongly."""
+
+
+class TaskNotFound(HueyException):
+    """A message names a task that is not registered in this process."""
+
+
+class SignatureError(HueyException):
+    """A signed message had no signature or a wrong one; it was not deserialized."""
+
+
+class TaskLockedException(HueyException):
+    """A task could not take its lock because another holder has it."""
+
+
+class ResultTimeout(HueyException):
+    """A blocking ``Result.get()`` ran out of time before the result arrived."""
+
+
+class TaskTimeout(HueyException):
+    """A task ran longer than its ``timeout``."""
+
+
+class RateLimitExceeded(HueyException):
+    """A rate limit was reached; ``delay`` is the wait until its next window."""
+
+    def __init__(self, key, delay, retry=True):
+        super().__init__('rate limit %r exceeded, next window in %.3fs' % (key, delay))
+        self.key = key
+        self.delay = delay
+        self.retry = retry
+
+
+class CancelExecution(Exception):
+    """Raise in a pre-execute hook or a task to cancel it.
+
+    ``retry=True`` asks for a retry (if the task has retries left), ``retry=False``
+    forbids one, ``None`` lets the task's own settings decide.
+    """
+
+    def __init__(self, msg=None, retry=None, *args):
+        self.retry = retry
+        super().__init__(msg, *args)
+
+
+class RetryTask(Exception):
+    """Raise inside a task to have it retried, optionally after ``delay`` or at ``eta``."""
+
+    def __init__(self, msg=None, eta=None, delay=None, *args, **kwargs):
+        self.eta = eta
+        self.delay = delay
+        super().__init__(msg, *args, **kwargs)
+
+
+class TaskException(Exception):
+    """Raised by ``Result.get()`` when the task failed in the consumer.
+
+    ``metadata`` holds what the worker stored: ``error`` (the repr of the remote
+    exception), ``traceback``, ``task_id``, ``retries`` and so on.
+    """
+
+    def __init__(self, metadata=None, *args):
+        self.metadata = metadata or {}
+        super().__init__(*args)
+
+    def __getattr__(self, name):
+        metadata = self.__dict__.get('metadata') or {}
+        if name in metadata:
+            return metadata[name]
+        raise AttributeError(name)
+
+    def __str__(self):
+        return self.metadata.get('error') or super().__str__()

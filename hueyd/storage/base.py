@@ -1,0 +1,132 @@
+"""The storage interface: the one extension point between hueyd and a backend.
+
+A storage keeps four things for one queue ``name``:
+
+* the **queue**: serialized task messages (``bytes``) waiting to run, highest
+  ``priority`` first and first-in first-out within a priority;
+* the **schedule**: messages that must not run before a unix timestamp;
+* the **data store**: a key/value map of ``bytes`` used for results, revocations
+  and locks (``is_result`` tells results apart for ``result_items()``);
+* **counters**: integers changed atomically with ``incr`` (chords, rate limits).
+
+Every method takes and returns ``bytes`` (or ints and floats); serialization is
+the caller's job. Subclass :class:`BaseStorage`, implement every method that
+raises ``NotImplementedError``, and pass the class as ``storage_class`` to
+``Huey``. Timestamps are float seconds since the epoch.
+"""
+from hueyd.constants import EmptyData
+
+
+class BaseStorage:
+    #: True when ``dequeue()`` waits (briefly) for a message instead of
+    #: returning ``None`` at once; consumers poll with backoff otherwise.
+    blocking = False
+    #: True when several processes on this machine (or others) see the same data.
+    shared = True
+
+    def __init__(self, name='huey', **storage_kwargs):
+        self.name = name
+
+    def close(self):
+        """Release connections; the storage may be used again afterwards."""
+
+    # --- queue -------------------------------------------------------------
+    def enqueue(self, data, priority=None):
+        """Add one message; ``priority`` None counts as 0, higher runs first."""
+        raise NotImplementedError
+
+    def enqueue_many(self, items):
+        """Add several ``(data, priority)`` pairs, in order, in as few round trips as possible."""
+        for data, priority in items:
+            self.enqueue(data, priority)
+
+    def dequeue(self):
+        """Remove and return the next message, or None when the queue is empty."""
+        raise NotImplementedError
+
+    def queue_size(self):
+        raise NotImplementedError
+
+    def enqueued_items(self, limit=None):
+        """The waiting messages in the order they would be dequeued, without removing them."""
+        raise NotImplementedError
+
+    def flush_queue(self):
+        raise NotImplementedError
+
+    # --- schedule ----------------------------------------------------------
+    def add_to_schedule(self, data, ts):
+        """Keep ``data`` until unix time ``ts``."""
+        raise NotImplementedError
+
+    def read_schedule(self, ts):
+        """Remove and return, oldest first, every message due at or before ``ts``."""
+        raise NotImplementedError
+
+    def next_schedule_time(self):
+        """The earliest timestamp in the schedule, or None when it is empty."""
+        raise NotImplementedError
+
+    def schedule_size(self):
+        raise NotImplementedError
+
+    def scheduled_items(self, limit=None):
+        """Scheduled messages, soonest first, without removing them."""
+        raise NotImplementedError
+
+    def flush_schedule(self):
+        raise NotImplementedError
+
+    # --- data store --------------------------------------------------------
+    def put_data(self, key, value, is_result=False):
+        raise NotImplementedError
+
+    def peek_data(self, key):
+        """The value for ``key``, or ``EmptyData`` when there is none."""
+        raise NotImplementedError
+
+    def peek_many(self, keys):
+        return [self.peek_data(key) for key in keys]
+
+    def pop_data(self, key):
+        """Remove and return the value for ``key``, or ``EmptyData``; atomic."""
+        raise NotImplementedError
+
+    def delete_data(self, key):
+        """Remove ``key``; True when something was removed."""
+        return self.pop_data(key) is not EmptyData
+
+    def has_data_for_key(self, key):
+        raise NotImplementedError
+
+    def put_if_empty(self, key, value, ttl=None):
+        """Set ``key`` only when it holds nothing; True when set. ``ttl`` in seconds."""
+        raise NotImplementedError
+
+    def result_store_size(self):
+        raise NotImplementedError
+
+    def result_items(self):
+        """A dict of every key stored with ``is_result=True`` to its value."""
+        raise NotImplementedError
+
+    def flush_results(self):
+        """Remove everything in the data store (results, revocations, locks)."""
+        raise NotImplementedError
+
+    # --- counters ----------------------------------------------------------
+    def incr(self, key, amount=1):
+        """Add ``amount`` to the counter ``key`` (missing counts as 0); return the new value."""
+        raise NotImplementedError
+
+    def delete_counter(self, key):
+        raise NotImplementedError
+
+    def flush_counters(self):
+        raise NotImplementedError
+
+    def flush_all(self):
+        self.flush_queue()
+        self.flush_schedule()
+        self.flush_results()
+        self.flush_counters()
