@@ -1,0 +1,1 @@
+"""Command-line entry points of hueyd and the daemon's configuration loading."""
