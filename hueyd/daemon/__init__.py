@@ -1,0 +1,1 @@
+"""Daemon-side plumbing: master, workers, scheduler, and systemd integration."""
