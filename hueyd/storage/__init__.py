@@ -1,0 +1,54 @@
+"""Storage backends and ``storage_from_url``."""
+from urllib.parse import parse_qsl, urlsplit
+
+from hueyd.exceptions import ConfigurationError
+from hueyd.storage.base import BaseStorage
+from hueyd.storage.memory import MemoryStorage
+from hueyd.storage.redis import PriorityRedisStorage, RedisStorage
+from hueyd.storage.sqlite import SqliteStorage
+
+__all__ = ['BaseStorage', 'MemoryStorage', 'PriorityRedisStorage', 'RedisStorage',
+           'SqliteStorage', 'storage_from_url']
+
+URL_EXAMPLES = (
+    'redis://[:password@]host:6379/0',
+    'rediss://[:password@]host:6379/0 (TLS)',
+    'unix:///path/to/redis.sock?db=0',
+    'sqlite:///relative/path/huey.db or sqlite:////absolute/path/huey.db',
+    'memory://',
+)
+
+
+def storage_from_url(url):
+    """Return ``(storage_class, kwargs)`` for a storage URL.
+
+    Redis URLs are handed to redis-py unchanged (``url=url``). For SQLite,
+    three slashes start a path relative to the working directory and four an
+    absolute one; query options (``?journal_mode=wal&timeout=5``) become
+    keyword arguments, converted to bool, int or float when they read as one.
+    """
+    parts = urlsplit(url or '')
+    scheme = parts.scheme.lower()
+    if scheme in ('redis', 'rediss', 'unix'):
+        return RedisStorage, {'url': url}
+    if scheme == 'memory':
+        return MemoryStorage, {}
+    if scheme == 'sqlite' and not parts.netloc and parts.path.startswith('/') and parts.path != '/':
+        kwargs = {key: _parse_value(value) for key, value in parse_qsl(parts.query)}
+        kwargs['filename'] = parts.path[1:]
+        return SqliteStorage, kwargs
+    raise ConfigurationError('unsupported storage URL %r; use one of: %s'
+                             % (url, '; '.join(URL_EXAMPLES)))
+
+
+def _parse_value(value):
+    if value.lower() in ('true', 'yes', 'on'):
+        return True
+    if value.lower() in ('false', 'no', 'off'):
+        return False
+    for convert in (int, float):
+        try:
+            return convert(value)
+        except ValueError:
+            pass
+    return value

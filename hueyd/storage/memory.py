@@ -1,0 +1,150 @@
+"""In-process storage: for tests and for running tasks immediately.
+
+Nothing is shared between processes (``shared = False``); every method takes
+one lock, so threads of the same process can use one instance safely.
+"""
+import heapq
+import itertools
+import threading
+import time
+
+from hueyd.constants import EmptyData
+from hueyd.storage.base import BaseStorage
+
+
+class MemoryStorage(BaseStorage):
+    blocking = False
+    shared = False
+    #: Honours ``priority`` (see RedisStorage, which does not).
+    priority = True
+
+    def __init__(self, name='huey', **storage_kwargs):
+        super().__init__(name)
+        self._lock = threading.Lock()
+        # One sequence for queue and schedule: it only breaks ties in insertion order.
+        self._seq = itertools.count()
+        self._queue = []      # heap of (-priority, seq, data)
+        self._schedule = []   # heap of (ts, seq, data)
+        self._data = {}       # key -> (value, is_result, expires_at or None)
+        self._counters = {}
+
+    # --- queue -------------------------------------------------------------
+    def enqueue(self, data, priority=None):
+        with self._lock:
+            heapq.heappush(self._queue, (-(priority or 0), next(self._seq), data))
+
+    def enqueue_many(self, items):
+        with self._lock:
+            for data, priority in items:
+                heapq.heappush(self._queue, (-(priority or 0), next(self._seq), data))
+
+    def dequeue(self):
+        with self._lock:
+            return heapq.heappop(self._queue)[2] if self._queue else None
+
+    def queue_size(self):
+        with self._lock:
+            return len(self._queue)
+
+    def enqueued_items(self, limit=None):
+        with self._lock:
+            return [data for _, _, data in heapq.nsmallest(_count(limit, self._queue), self._queue)]
+
+    def flush_queue(self):
+        with self._lock:
+            self._queue = []
+
+    # --- schedule ----------------------------------------------------------
+    def add_to_schedule(self, data, ts):
+        with self._lock:
+            heapq.heappush(self._schedule, (ts, next(self._seq), data))
+
+    def read_schedule(self, ts):
+        due = []
+        with self._lock:
+            while self._schedule and self._schedule[0][0] <= ts:
+                due.append(heapq.heappop(self._schedule)[2])
+        return due
+
+    def next_schedule_time(self):
+        with self._lock:
+            return self._schedule[0][0] if self._schedule else None
+
+    def schedule_size(self):
+        with self._lock:
+            return len(self._schedule)
+
+    def scheduled_items(self, limit=None):
+        with self._lock:
+            return [data for _, _, data in heapq.nsmallest(_count(limit, self._schedule), self._schedule)]
+
+    def flush_schedule(self):
+        with self._lock:
+            self._schedule = []
+
+    # --- data store --------------------------------------------------------
+    def _entry(self, key):
+        """The live entry for ``key``; expired ones are dropped on the way (lock held)."""
+        entry = self._data.get(key)
+        if entry is not None and entry[2] is not None and entry[2] <= time.monotonic():
+            del self._data[key]
+            return None
+        return entry
+
+    def put_data(self, key, value, is_result=False):
+        with self._lock:
+            self._data[key] = (value, is_result, None)
+
+    def peek_data(self, key):
+        with self._lock:
+            entry = self._entry(key)
+            return EmptyData if entry is None else entry[0]
+
+    def pop_data(self, key):
+        with self._lock:
+            entry = self._entry(key)
+            if entry is None:
+                return EmptyData
+            del self._data[key]
+            return entry[0]
+
+    def has_data_for_key(self, key):
+        with self._lock:
+            return self._entry(key) is not None
+
+    def put_if_empty(self, key, value, ttl=None):
+        with self._lock:
+            if self._entry(key) is not None:
+                return False
+            self._data[key] = (value, False, time.monotonic() + ttl if ttl else None)
+            return True
+
+    def result_store_size(self):
+        with self._lock:
+            return sum(1 for _, is_result, _ in self._data.values() if is_result)
+
+    def result_items(self):
+        with self._lock:
+            return {k: v for k, (v, is_result, _) in self._data.items() if is_result}
+
+    def flush_results(self):
+        with self._lock:
+            self._data = {}
+
+    # --- counters ----------------------------------------------------------
+    def incr(self, key, amount=1):
+        with self._lock:
+            value = self._counters[key] = self._counters.get(key, 0) + amount
+            return value
+
+    def delete_counter(self, key):
+        with self._lock:
+            self._counters.pop(key, None)
+
+    def flush_counters(self):
+        with self._lock:
+            self._counters = {}
+
+
+def _count(limit, items):
+    return len(items) if limit is None else max(0, min(limit, len(items)))

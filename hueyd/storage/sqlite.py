@@ -1,0 +1,235 @@
+"""SQLite storage: one database file shared by every process on one machine.
+
+Tables are prefixed ``hueyd_`` so a file written by huey is never mistaken for
+ours, and every row carries the queue ``name`` so several queues can share a file.
+
+Concurrency: each thread gets its own connection, and a process created by
+``fork()`` opens fresh ones (a connection must never cross a fork). Every write
+is either a single statement (SQLite takes the write lock before the statement
+reads anything) or runs inside ``BEGIN IMMEDIATE``; so two processes can never
+dequeue the same message or read the same scheduled item.
+"""
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+
+from hueyd.constants import EmptyData
+from hueyd.exceptions import ConfigurationError
+from hueyd.storage.base import BaseStorage
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS hueyd_queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    data BLOB NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS hueyd_queue_order ON hueyd_queue (name, priority DESC);
+CREATE TABLE IF NOT EXISTS hueyd_schedule (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    data BLOB NOT NULL,
+    ts REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS hueyd_schedule_ts ON hueyd_schedule (name, ts);
+CREATE TABLE IF NOT EXISTS hueyd_kv (
+    name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB,
+    is_result INTEGER NOT NULL DEFAULT 0,
+    expires_at REAL,
+    PRIMARY KEY (name, key));
+CREATE TABLE IF NOT EXISTS hueyd_counters (
+    name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (name, key));
+"""
+
+JOURNAL_MODES = ('wal', 'delete', 'truncate', 'persist', 'memory', 'off')
+# Rows whose expires_at has passed (only put_if_empty sets one) count as absent.
+LIVE = '(expires_at IS NULL OR expires_at > ?)'
+
+
+class SqliteStorage(BaseStorage):
+    blocking = False
+    priority = True
+
+    def __init__(self, name='huey', filename='huey.db', cache_mb=8, fsync=False,
+                 journal_mode='wal', timeout=5, **kwargs):
+        super().__init__(name)
+        if filename == ':memory:' or not filename:
+            raise ConfigurationError(
+                'SqliteStorage needs a file that every thread and process can open; '
+                'use MemoryStorage for an in-memory queue')
+        self.filename = os.path.abspath(os.fspath(filename))
+        directory = os.path.dirname(self.filename)
+        if not os.path.isdir(directory):
+            raise ConfigurationError(
+                'cannot create SQLite database %s: directory %s does not exist; '
+                'create the directory or pass another filename' % (self.filename, directory))
+        if str(journal_mode).lower() not in JOURNAL_MODES:
+            raise ConfigurationError('journal_mode %r is not one of %s'
+                                     % (journal_mode, ', '.join(JOURNAL_MODES)))
+        self.journal_mode = str(journal_mode).lower()
+        self.cache_mb = int(cache_mb)
+        self.fsync = bool(fsync)
+        self.timeout = float(timeout)
+        self._local = threading.local()
+        # Connections opened before a fork stay referenced here so the child
+        # never closes (and possibly checkpoints) a handle the parent still uses.
+        self._inherited = []
+
+    @property
+    def conn(self):
+        """This thread's connection, opened on first use and again after a fork."""
+        local = self._local
+        conn = getattr(local, 'conn', None)
+        if conn is not None and local.pid == os.getpid():
+            return conn
+        if conn is not None:
+            self._inherited.append(conn)
+        local.conn, local.pid = self._connect(), os.getpid()
+        return local.conn
+
+    def _connect(self):
+        # isolation_level=None: no implicit transactions, we issue BEGIN ourselves.
+        conn = sqlite3.connect(self.filename, timeout=self.timeout, isolation_level=None)
+        conn.execute('PRAGMA journal_mode = %s' % self.journal_mode)
+        conn.execute('PRAGMA synchronous = %s' % ('FULL' if self.fsync else 'NORMAL'))
+        conn.execute('PRAGMA cache_size = %d' % (-1024 * self.cache_mb))
+        conn.executescript(SCHEMA)
+        return conn
+
+    def close(self):
+        conn = getattr(self._local, 'conn', None)
+        if conn is not None:
+            if self._local.pid == os.getpid():
+                conn.close()
+            else:
+                self._inherited.append(conn)
+            self._local.conn = None
+
+    def _rows(self, sql, *params):
+        # fetchall() also matters for writes with RETURNING: the statement (and
+        # its implicit transaction) only finishes once every row is read.
+        return self.conn.execute(sql, params).fetchall()
+
+    def _value(self, sql, *params):
+        rows = self._rows(sql, *params)
+        return rows[0][0] if rows else None
+
+    @contextmanager
+    def _immediate(self):
+        conn = self.conn
+        conn.execute('BEGIN IMMEDIATE')
+        try:
+            yield conn
+        except BaseException:
+            conn.execute('ROLLBACK')
+            raise
+        conn.execute('COMMIT')
+
+    # --- queue -------------------------------------------------------------
+    def enqueue(self, data, priority=None):
+        self._rows('INSERT INTO hueyd_queue (name, data, priority) VALUES (?, ?, ?)',
+                   self.name, data, priority or 0)
+
+    def enqueue_many(self, items):
+        rows = [(self.name, data, priority or 0) for data, priority in items]
+        with self._immediate() as conn:
+            conn.executemany('INSERT INTO hueyd_queue (name, data, priority) VALUES (?, ?, ?)', rows)
+
+    def dequeue(self):
+        return self._value(
+            'DELETE FROM hueyd_queue WHERE id = (SELECT id FROM hueyd_queue WHERE name = ? '
+            'ORDER BY priority DESC, id LIMIT 1) RETURNING data', self.name)
+
+    def queue_size(self):
+        return self._value('SELECT COUNT(*) FROM hueyd_queue WHERE name = ?', self.name)
+
+    def enqueued_items(self, limit=None):
+        rows = self._rows('SELECT data FROM hueyd_queue WHERE name = ? ORDER BY priority DESC, id '
+                          'LIMIT ?', self.name, -1 if limit is None else limit)
+        return [data for data, in rows]
+
+    def flush_queue(self):
+        self._rows('DELETE FROM hueyd_queue WHERE name = ?', self.name)
+
+    # --- schedule ----------------------------------------------------------
+    def add_to_schedule(self, data, ts):
+        self._rows('INSERT INTO hueyd_schedule (name, data, ts) VALUES (?, ?, ?)', self.name, data, ts)
+
+    def read_schedule(self, ts):
+        rows = self._rows('DELETE FROM hueyd_schedule WHERE name = ? AND ts <= ? '
+                          'RETURNING ts, id, data', self.name, ts)
+        return [data for _, _, data in sorted(rows)]  # RETURNING order is unspecified
+
+    def next_schedule_time(self):
+        return self._value('SELECT MIN(ts) FROM hueyd_schedule WHERE name = ?', self.name)
+
+    def schedule_size(self):
+        return self._value('SELECT COUNT(*) FROM hueyd_schedule WHERE name = ?', self.name)
+
+    def scheduled_items(self, limit=None):
+        rows = self._rows('SELECT data FROM hueyd_schedule WHERE name = ? ORDER BY ts, id LIMIT ?',
+                          self.name, -1 if limit is None else limit)
+        return [data for data, in rows]
+
+    def flush_schedule(self):
+        self._rows('DELETE FROM hueyd_schedule WHERE name = ?', self.name)
+
+    # --- data store --------------------------------------------------------
+    def put_data(self, key, value, is_result=False):
+        self._rows('INSERT OR REPLACE INTO hueyd_kv (name, key, value, is_result, expires_at) '
+                   'VALUES (?, ?, ?, ?, NULL)', self.name, key, value, int(bool(is_result)))
+
+    def peek_data(self, key):
+        rows = self._rows('SELECT value FROM hueyd_kv WHERE name = ? AND key = ? AND ' + LIVE,
+                          self.name, key, time.time())
+        return rows[0][0] if rows else EmptyData
+
+    def pop_data(self, key):
+        rows = self._rows('DELETE FROM hueyd_kv WHERE name = ? AND key = ? '
+                          'RETURNING value, expires_at', self.name, key)
+        if not rows or (rows[0][1] is not None and rows[0][1] <= time.time()):
+            return EmptyData
+        return rows[0][0]
+
+    def has_data_for_key(self, key):
+        return bool(self._rows('SELECT 1 FROM hueyd_kv WHERE name = ? AND key = ? AND ' + LIVE,
+                               self.name, key, time.time()))
+
+    def put_if_empty(self, key, value, ttl=None):
+        now = time.time()
+        # Inserts, or takes over a row whose ttl has run out; otherwise changes nothing.
+        cursor = self.conn.execute(
+            'INSERT INTO hueyd_kv (name, key, value, is_result, expires_at) VALUES (?, ?, ?, 0, ?) '
+            'ON CONFLICT (name, key) DO UPDATE SET value = excluded.value, is_result = 0, '
+            'expires_at = excluded.expires_at '
+            'WHERE hueyd_kv.expires_at IS NOT NULL AND hueyd_kv.expires_at <= ?',
+            (self.name, key, value, now + ttl if ttl else None, now))
+        return cursor.rowcount == 1
+
+    def result_store_size(self):
+        return self._value('SELECT COUNT(*) FROM hueyd_kv WHERE name = ? AND is_result = 1', self.name)
+
+    def result_items(self):
+        return dict(self._rows('SELECT key, value FROM hueyd_kv WHERE name = ? AND is_result = 1',
+                               self.name))
+
+    def flush_results(self):
+        self._rows('DELETE FROM hueyd_kv WHERE name = ?', self.name)
+
+    # --- counters ----------------------------------------------------------
+    def incr(self, key, amount=1):
+        return self._value(
+            'INSERT INTO hueyd_counters (name, key, value) VALUES (?, ?, ?) '
+            'ON CONFLICT (name, key) DO UPDATE SET value = value + excluded.value RETURNING value',
+            self.name, key, amount)
+
+    def delete_counter(self, key):
+        self._rows('DELETE FROM hueyd_counters WHERE name = ? AND key = ?', self.name, key)
+
+    def flush_counters(self):
+        self._rows('DELETE FROM hueyd_counters WHERE name = ?', self.name)

