@@ -1,0 +1,75 @@
+"""The registry of task classes, and the message format that travels through storage."""
+from collections import namedtuple
+
+from hueyd.exceptions import TaskNotFound
+
+# Everything needed to rebuild a task in another process. ``on_complete`` and
+# ``on_error`` hold nested Messages for pipelines.
+Message = namedtuple('Message', (
+    'id', 'name', 'eta', 'retries', 'retry_delay', 'retry_backoff', 'priority',
+    'expires', 'expires_resolved', 'timeout', 'on_complete', 'on_error',
+    'args', 'kwargs'))
+
+
+class Registry:
+    def __init__(self):
+        self._tasks = {}     # registered name -> task class
+        self._periodic = {}  # the subset that runs on a crontab
+
+    @staticmethod
+    def task_to_string(task_class):
+        return '%s.%s' % (task_class.__module__, task_class.__name__)
+
+    def register(self, task_class):
+        name = self.task_to_string(task_class)
+        if name in self._tasks:
+            raise ValueError('a task named %r is already registered; give one of '
+                             'them another name with name=...' % name)
+        self._tasks[name] = task_class
+        if getattr(task_class, 'validate_datetime', None) is not None:
+            self._periodic[name] = task_class
+
+    def unregister(self, task_class):
+        name = self.task_to_string(task_class)
+        self._periodic.pop(name, None)
+        return self._tasks.pop(name, None) is not None
+
+    def string_to_task(self, name):
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise TaskNotFound(
+                '%s not found in TaskRegistry: the process that ran this '
+                'message does not define that task. Check that the daemon '
+                'imports the module that declares it (its import path and '
+                'PYTHONPATH) and that both sides run the same code.' % name) from None
+
+    @property
+    def names(self):
+        return sorted(self._tasks)
+
+    @property
+    def periodic_tasks(self):
+        return [task_class() for task_class in self._periodic.values()]
+
+    def create_message(self, task):
+        return Message(
+            task.id, self.task_to_string(type(task)), task.eta, task.retries,
+            task.retry_delay, task.retry_backoff, task.priority, task.expires,
+            task.expires_resolved, task.timeout,
+            self.create_message(task.on_complete) if task.on_complete else None,
+            self.create_message(task.on_error) if task.on_error else None,
+            task.args, task.kwargs)
+
+    def create_task(self, message):
+        if not isinstance(message, Message):
+            raise TypeError('not a task message: %r' % (type(message).__name__,))
+        task_class = self.string_to_task(message.name)
+        return task_class(
+            message.args, message.kwargs, id=message.id, eta=message.eta,
+            retries=message.retries, retry_delay=message.retry_delay,
+            retry_backoff=message.retry_backoff, priority=message.priority,
+            expires=message.expires, expires_resolved=message.expires_resolved,
+            timeout=message.timeout,
+            on_complete=self.create_task(message.on_complete) if message.on_complete else None,
+            on_error=self.create_task(message.on_error) if message.on_error else None)

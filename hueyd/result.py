@@ -1,0 +1,146 @@
+"""Results: handles on the value a task will store when it has run."""
+import time
+
+from hueyd.constants import EmptyData
+from hueyd.exceptions import ResultTimeout, TaskException
+from hueyd.times import normalize_time
+
+
+class Error:
+    """Stored in place of a value when a task failed; ``metadata`` describes the failure."""
+
+    def __init__(self, metadata):
+        self.metadata = metadata
+
+    def __repr__(self):
+        return '<Error %s>' % self.metadata.get('error')
+
+
+class Result:
+    """What calling a task returns. ``get()`` reads the value once it has been stored.
+
+    Reading removes the value from storage (unless ``preserve=True``); the Result
+    keeps it, so later ``get()`` calls return it again until ``reset()``.
+    """
+
+    def __init__(self, huey, task):
+        self.huey = huey
+        self.task = task
+        self._result = EmptyData
+
+    @property
+    def id(self):
+        return self.task.id
+
+    def __repr__(self):
+        return '<Result %s>' % self.task
+
+    def __call__(self, *args, **kwargs):
+        return self.get(*args, **kwargs)
+
+    def _read(self, preserve):
+        self._result = self.huey.get_raw(self.id, peek=preserve)
+        return self._result is not EmptyData
+
+    def is_ready(self):
+        return self._result is not EmptyData or self.huey.storage.has_data_for_key(self.id)
+
+    def get_raw_result(self, blocking=False, timeout=None, backoff=1.15, max_delay=1.0,
+                       revoke_on_timeout=False, preserve=False):
+        if self._result is EmptyData and not self._read(preserve) and blocking:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            delay = 0.005
+            while not self._read(preserve):
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    if revoke_on_timeout:
+                        self.revoke()
+                    raise ResultTimeout('%s: no result after %ss' % (self.task, timeout))
+                time.sleep(delay)
+                delay = min(delay * backoff, max_delay)
+        return None if self._result is EmptyData else self._result
+
+    def get(self, blocking=False, timeout=None, backoff=1.15, max_delay=1.0,
+            revoke_on_timeout=False, preserve=False):
+        """The task's return value; None when not ready (non-blocking).
+
+        Raises TaskException when the task failed, ResultTimeout when ``timeout``
+        seconds pass while blocking.
+        """
+        value = self.get_raw_result(blocking, timeout, backoff, max_delay,
+                                    revoke_on_timeout, preserve)
+        if isinstance(value, Error):
+            raise TaskException(value.metadata)
+        return value
+
+    def reset(self):
+        """Forget the cached value so the next ``get()`` reads storage again."""
+        self._result = EmptyData
+
+    def revoke(self, revoke_once=True):
+        self.huey.revoke(self.task, revoke_once=revoke_once)
+
+    def restore(self):
+        return self.huey.restore(self.task)
+
+    def is_revoked(self):
+        return self.huey.is_revoked(self.task, peek=True)
+
+    def reschedule(self, eta=None, delay=None, expires=None, priority=None,
+                   preserve_pipeline=True):
+        """Revoke this task and enqueue a copy with a new id (now, or at eta/delay)."""
+        self.revoke(revoke_once=True)
+        when = None if eta is None and delay is None else normalize_time(eta, delay, self.huey.utc)
+        task = type(self.task)(
+            self.task.args, self.task.kwargs, eta=when,
+            retries=self.task.retries, retry_delay=self.task.retry_delay,
+            retry_backoff=self.task.retry_backoff,
+            priority=self.task.priority if priority is None else priority,
+            expires=self.task.expires if expires is None else expires,
+            timeout=self.task.timeout,
+            on_complete=self.task.on_complete if preserve_pipeline else None,
+            on_error=self.task.on_error if preserve_pipeline else None)
+        return self.huey.enqueue(task)
+
+
+class ResultGroup:
+    """Results of several tasks (``map()``, pipelines)."""
+
+    def __init__(self, results):
+        self._results = list(results)
+
+    def __getitem__(self, index):
+        return self._results[index]
+
+    def __iter__(self):
+        return iter(self._results)
+
+    def __len__(self):
+        return len(self._results)
+
+    def __call__(self, *args, **kwargs):
+        return self.get(*args, **kwargs)
+
+    def get(self, *args, **kwargs):
+        return [result.get(*args, **kwargs) for result in self._results]
+
+    def reset(self):
+        for result in self._results:
+            result.reset()
+
+    def as_completed(self, backoff=1.15, max_delay=1.0):
+        """Yield each task's value as it becomes ready, in completion order."""
+        pending = list(self._results)
+        delay = 0.005
+        while pending:
+            still = []
+            for result in pending:
+                if result.is_ready():
+                    yield result.get()
+                else:
+                    still.append(result)
+            if len(still) == len(pending):
+                time.sleep(delay)
+                delay = min(delay * backoff, max_delay)
+            else:
+                delay = 0.005
+            pending = still

@@ -1,0 +1,208 @@
+"""Tasks: ``Task`` is one call of a task function; ``TaskWrapper`` is the decorated function."""
+import functools
+import time
+import uuid
+
+from hueyd.exceptions import TaskTimeout
+from hueyd.times import normalize_expires, normalize_time
+
+
+class Task:
+    """One invocation: the arguments plus everything that governs how it runs."""
+
+    default_retries = 0
+    default_retry_delay = 0
+    default_retry_backoff = None
+    default_priority = None
+    default_expires = None
+    default_timeout = None
+
+    def __init__(self, args=None, kwargs=None, id=None, eta=None, retries=None,
+                 retry_delay=None, retry_backoff=None, priority=None, expires=None,
+                 expires_resolved=None, timeout=None, on_complete=None, on_error=None):
+        self.name = type(self).__name__
+        self.args = tuple(args) if args is not None else ()
+        self.kwargs = dict(kwargs) if kwargs is not None else {}
+        self.id = id or str(uuid.uuid4())
+        self.eta = eta
+        self.retries = self.default_retries if retries is None else retries
+        self.retry_delay = self.default_retry_delay if retry_delay is None else retry_delay
+        self.retry_backoff = self.default_retry_backoff if retry_backoff is None else retry_backoff
+        self.priority = self.default_priority if priority is None else priority
+        self.expires = self.default_expires if expires is None else expires
+        self.expires_resolved = expires_resolved
+        self.timeout = self.default_timeout if timeout is None else timeout
+        self.on_complete = on_complete
+        self.on_error = on_error
+        self._deadline = None
+
+    @property
+    def revoke_id(self):
+        return 'r:%s' % self.id
+
+    @property
+    def data(self):
+        return self.args, self.kwargs
+
+    def resolve_expires(self, utc=True):
+        """Fix a relative ``expires`` to an absolute time, once, when first enqueued."""
+        if self.expires is not None and self.expires_resolved is None:
+            self.expires_resolved = normalize_expires(self.expires, utc)
+        return self.expires_resolved
+
+    # --- pipelines ------------------------------------------------------------
+    def then(self, task, *args, **kwargs):
+        """Run ``task`` after this one (and after the rest of the pipeline) with the result appended."""
+        last = self
+        while last.on_complete is not None:
+            last = last.on_complete
+        last.on_complete = _as_task(task, args, kwargs)
+        return self
+
+    def error(self, task, *args, **kwargs):
+        """Run ``task`` with the exception appended if this one fails for good."""
+        self.on_error = _as_task(task, args, kwargs)
+        return self
+
+    def extend_data(self, data):
+        """Append the previous stage's result to this task's arguments."""
+        if data is None or data == ():
+            return
+        if isinstance(data, tuple):
+            self.args += data
+        elif isinstance(data, dict):
+            self.kwargs.update(data)
+        else:
+            self.args += (data,)
+
+    # --- timeouts -------------------------------------------------------------
+    def time_remaining(self):
+        """Seconds left before this task's ``timeout``, or None without one."""
+        if self._deadline is None:
+            return None
+        return self._deadline - time.monotonic()
+
+    def is_timed_out(self):
+        remaining = self.time_remaining()
+        return remaining is not None and remaining <= 0
+
+    def check_timeout(self):
+        """Raise TaskTimeout when past the timeout; thread workers call this cooperatively."""
+        if self.is_timed_out():
+            raise TaskTimeout('%s exceeded its timeout of %ss' % (self, self.timeout))
+
+    def execute(self):
+        raise NotImplementedError('TaskWrapper creates subclasses that implement execute()')
+
+    def __repr__(self):
+        text = '%s.%s: %s' % (type(self).__module__, self.name, self.id)
+        if self.eta:
+            text += ' @%s' % self.eta
+        return text
+
+    def __eq__(self, other):
+        return (isinstance(other, Task) and type(self) is type(other)
+                and self.id == other.id and self.eta == other.eta)
+
+    def __hash__(self):
+        return hash(self.id)
+
+
+class PeriodicTask(Task):
+    """A task enqueued by the scheduler whenever ``validate_datetime(now)`` is true."""
+
+    def validate_datetime(self, timestamp):
+        return False
+
+
+def _as_task(task, args, kwargs):
+    if isinstance(task, TaskWrapper):
+        return task.s(*args, **kwargs)
+    if isinstance(task, Task):
+        if args or kwargs:
+            raise ValueError('pass arguments to .s(), not to then()/error(), for a task instance')
+        return task
+    raise TypeError('expected a task function or a task from .s(), got %r' % (task,))
+
+
+class TaskWrapper:
+    """What ``@huey.task()`` returns: calling it enqueues a task and returns a Result."""
+
+    def __init__(self, huey, func, retries=0, retry_delay=0, retry_backoff=None,
+                 priority=None, context=False, name=None, expires=None, timeout=None,
+                 task_base=Task, **settings):
+        self.huey = huey
+        self.func = func
+        self.name = name or func.__name__
+        self.task_class = self.create_task(
+            func, context, self.name, task_base, default_retries=retries,
+            default_retry_delay=retry_delay, default_retry_backoff=retry_backoff,
+            default_priority=priority, default_expires=expires,
+            default_timeout=timeout, **settings)
+        huey._registry.register(self.task_class)
+        functools.update_wrapper(self, func)
+
+    @staticmethod
+    def create_task(func, context, name, task_base, **attrs):
+        if context:
+            def execute(self):
+                return func(*self.args, task=self, **self.kwargs)
+        else:
+            def execute(self):
+                return func(*self.args, **self.kwargs)
+        attrs.update(execute=execute, __module__=func.__module__,
+                     __doc__=func.__doc__)
+        return type(name, (task_base,), attrs)
+
+    def unregister(self):
+        return self.huey._registry.unregister(self.task_class)
+
+    def s(self, *args, **kwargs):
+        """A task for these arguments, not yet enqueued (for pipelines)."""
+        return self.task_class(args, kwargs)
+
+    def __call__(self, *args, **kwargs):
+        return self.huey.enqueue(self.s(*args, **kwargs))
+
+    def call_local(self, *args, **kwargs):
+        """Run the function here and now, bypassing the queue."""
+        return self.func(*args, **kwargs)
+
+    def schedule(self, args=None, kwargs=None, eta=None, delay=None, priority=None,
+                 retries=None, retry_delay=None, retry_backoff=None, expires=None,
+                 timeout=None, id=None):
+        """Enqueue to run at ``eta`` or after ``delay`` seconds (``schedule(10)`` works too)."""
+        if eta is None and delay is None:
+            # huey allows the time as the first positional argument.
+            if isinstance(args, (int, float)) or hasattr(args, 'total_seconds'):
+                delay, args = args, None
+            elif hasattr(args, 'isoformat'):
+                eta, args = args, None
+            else:
+                raise ValueError('schedule() needs eta= (a datetime) or delay= (seconds)')
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise TypeError('schedule() kwargs must be a dict, got %r' % (type(kwargs).__name__,))
+        task = self.task_class(
+            args or (), kwargs or {}, id=id,
+            eta=normalize_time(eta, delay, self.huey.utc), retries=retries,
+            retry_delay=retry_delay, retry_backoff=retry_backoff, priority=priority,
+            expires=expires, timeout=timeout)
+        return self.huey.enqueue(task)
+
+    def map(self, it):
+        """Enqueue one task per item (a tuple item is spread as arguments); a ResultGroup."""
+        tasks = [self.s(*(item if isinstance(item, tuple) else (item,))) for item in it]
+        return self.huey.enqueue_many(tasks)
+
+    def revoke(self, revoke_until=None, revoke_once=False):
+        """Skip every call of this task (until a time, or just the next one)."""
+        self.huey.revoke_all(self.task_class, revoke_until, revoke_once)
+
+    def restore(self):
+        return self.huey.restore_all(self.task_class)
+
+    def is_revoked(self, timestamp=None, peek=True):
+        return self.huey.is_revoked(self.task_class, timestamp, peek)
+
+    def __repr__(self):
+        return '<TaskWrapper %s.%s>' % (self.func.__module__, self.name)

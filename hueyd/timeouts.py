@@ -1,0 +1,49 @@
+"""Interrupting a task that runs past its ``timeout``, by the means each worker type allows.
+
+* In a process's main thread (process workers, immediate mode): SIGALRM via
+  ``setitimer``, which interrupts even blocking calls, with sub-second precision.
+* Under gevent (greenlet workers): ``gevent.Timeout``.
+* In other threads Python offers no safe interruption, so the task must call
+  ``task.check_timeout()`` itself at convenient points (cooperative).
+"""
+import contextlib
+import time
+import signal
+import sys
+import threading
+
+from hueyd.exceptions import TaskTimeout
+
+
+def _gevent_active():
+    monkey = sys.modules.get('gevent.monkey')
+    return monkey is not None and monkey.is_module_patched('threading')
+
+
+@contextlib.contextmanager
+def _alarm(task):
+    def on_alarm(signum, frame):
+        raise TaskTimeout('%s exceeded its timeout of %ss' % (task, task.timeout))
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, task.timeout)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def timeout_context(task):
+    """Arm the task's deadline; the returned context raises TaskTimeout when it passes."""
+    if not task.timeout:
+        task._deadline = None
+        return contextlib.nullcontext()
+    task._deadline = time.monotonic() + task.timeout
+    if _gevent_active():
+        import gevent
+        return gevent.Timeout(task.timeout, TaskTimeout(
+            '%s exceeded its timeout of %ss' % (task, task.timeout)))
+    if threading.current_thread() is threading.main_thread():
+        return _alarm(task)
+    return contextlib.nullcontext()
