@@ -322,6 +322,11 @@ class Huey:
                 task.retries += 1
                 retry_eta = normalize_time(delay=exc.delay, utc=self.utc)
             exception = exc
+        except KeyboardInterrupt:
+            # The worker is being stopped mid-task (SIGTERM in a daemon, Ctrl-C here).
+            logger.warning('%s was interrupted before it finished', task)
+            self._emit(S.SIGNAL_INTERRUPTED, task)
+            raise
         except CancelExecution as exc:
             if exc.retry or (exc.retry is None and task.retries):
                 task.retries = max(task.retries, 1)

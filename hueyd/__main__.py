@@ -1,0 +1,3 @@
+from hueyd.cli.hueyd import main
+
+main()

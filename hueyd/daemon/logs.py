@@ -1,0 +1,70 @@
+"""Logging for the master and its children: one configuration, text or JSON, reopenable."""
+import json
+import logging
+import sys
+import time
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record):
+        entry = {
+            'time': time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(record.created))
+                    + '.%03dZ' % record.msecs,
+            'level': record.levelname,
+            'logger': record.name,
+            'pid': record.process,
+            'process': record.processName if record.processName != 'MainProcess' else None,
+            'message': record.getMessage(),
+        }
+        if record.exc_info:
+            entry['exception'] = self.formatException(record.exc_info)
+        return json.dumps({k: v for k, v in entry.items() if v is not None})
+
+
+TEXT_FORMAT = '[%(asctime)s] %(levelname)s %(process)d %(name)s: %(message)s'
+_handler = None
+
+
+def configure(config):
+    """Send every log record (hueyd's and the application's) where the config says."""
+    global _handler
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+        _handler.close()
+    if config.logfile:
+        _handler = logging.FileHandler(config.logfile)
+    else:
+        _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(JsonFormatter() if config.log_format == 'json'
+                          else logging.Formatter(TEXT_FORMAT))
+    root.addHandler(_handler)
+    root.setLevel(config.loglevel)
+
+
+def reopen():
+    """Reopen the log file after logrotate moved it (SIGUSR1)."""
+    if isinstance(_handler, logging.FileHandler):
+        _handler.acquire()
+        try:
+            if _handler.stream:
+                _handler.stream.close()
+            _handler.stream = _handler._open()
+        finally:
+            _handler.release()
+
+
+def flush():
+    if _handler is not None:
+        _handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def describe(config):
+    """The configuration as one log line, as huey's consumer shows it at startup."""
+    return ', '.join('%s=%s' % (key, value) for key, value in vars(config).items()
+                     if key not in ('verbose', 'quiet'))

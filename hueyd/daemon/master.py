@@ -1,0 +1,476 @@
+"""The master process: a single-threaded supervisor of pool processes and one scheduler.
+
+Its loop, like gunicorn's arbiter: sleep until a signal or a timeout, handle
+the queued signal, reap dead children, kill hung ones, start missing ones,
+repeat. Signal handlers only queue the signal and wake the loop.
+
+It imports no application code (unless --preload) and opens no storage
+connection: a one-shot "preflight" child imports the app first, logs its tasks
+and flushes locks, so a broken app is found before pools start, and on SIGHUP
+before the running children are retired.
+"""
+import dataclasses
+import errno
+import fcntl
+import logging
+import os
+import select
+import signal
+import sys
+import time
+
+from hueyd.cli.config import ConfigError, load_config
+from hueyd.daemon import logs
+from hueyd.daemon.app import AppImportError, load_app
+from hueyd.daemon.child import EXIT_BOOT_FAILED, Child, exit_code_description
+from hueyd.daemon.heartbeat import Heartbeat
+from hueyd.daemon.notify import Notifier
+from hueyd.daemon.pool import Pool
+from hueyd.daemon.proctitle import set_title
+from hueyd.daemon.scheduler import Scheduler
+
+logger = logging.getLogger('hueyd.master')
+
+FAST_STOP_TIMEOUT = 10.0    # after SIGTERM, children get this long before SIGKILL
+BOOT_FAILURE_LIMIT = 3      # consecutive children that cannot import the app
+QUICK_DEATH = 5.0           # a child dying sooner than this counts towards backoff
+MAX_RESPAWN_DELAY = 10.0
+PREFLIGHT_TIMEOUT = 120.0
+SCHEDULER = 'scheduler'
+
+
+@dataclasses.dataclass
+class ChildRecord:
+    pid: int
+    slot: object            # pool index, or SCHEDULER
+    generation: int
+    heartbeat: Heartbeat
+    started: float
+    retiring: float = None  # monotonic deadline of a graceful retirement
+    killed: float = None    # monotonic moment SIGTERM was sent, SIGKILL follows
+
+
+class Preflight(Child):
+    """Imports the app once, logs what it found, flushes locks, and exits."""
+
+    kind = 'preflight'
+
+    def __init__(self, config, master_pid, app, announce):
+        super().__init__(config, None, master_pid, app)
+        self.announce = announce
+
+    def main(self):
+        huey = self.load()
+        if huey is None:
+            return EXIT_BOOT_FAILED
+        if not getattr(huey.storage, 'shared', True):
+            logger.error('%s keeps tasks in %s, which lives inside one process; the daemon '
+                         'needs storage its processes share: use SqliteHuey, RedisHuey or '
+                         'Huey(url="sqlite:///..." or "redis://...")',
+                         self.config.app, type(huey.storage).__name__)
+            return EXIT_BOOT_FAILED
+        if self.announce:
+            logger.info('%r uses %s; registered tasks: %s', self.config.app,
+                        type(huey.storage).__name__, ', '.join(huey.registered_tasks) or 'none')
+            periodic = [task.name for task in huey._registry.periodic_tasks]
+            if periodic:
+                logger.info('periodic tasks: %s', ', '.join(periodic))
+        if self.config.flush_locks or self.config.extra_locks:
+            flushed = huey.flush_locks(*self.config.extra_locks)
+            logger.info('flushed locks: %s', ', '.join(sorted(flushed)) or 'none held')
+        return 0
+
+
+class Master:
+    def __init__(self, config, argv, environ=os.environ):
+        self.config = config
+        self.argv = argv
+        self.environ = environ
+        self.pid = os.getpid()
+        self.app = None
+        self.children = {}          # pid -> ChildRecord
+        self.generation = 0
+        self.signals = []           # queued by handlers, handled by the loop
+        self.stopping = None        # None, 'graceful' or 'fast'
+        self.stop_deadline = None
+        self.boot_failures = 0
+        self.exit_code = 0
+        self.respawn_at = {}        # slot -> monotonic time before which it is not respawned
+        self.quick_deaths = {}      # slot -> consecutive quick deaths
+        self.notifier = Notifier.from_environ(environ)
+        self.next_health_check = 0.0
+        self.next_watchdog = 0.0
+        self._wake_r, self._wake_w = os.pipe()
+        for fd in (self._wake_r, self._wake_w):
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+
+    # --- start and stop -------------------------------------------------------
+    def run(self):
+        """Run until stopped; returns the process exit status."""
+        self.write_pidfile()
+        try:
+            self.install_signal_handlers()
+            set_title('master %s' % self.config.app)
+            logger.info('hueyd master %d starting: %s', self.pid, logs.describe(self.config))
+            if self.config.preload:
+                try:
+                    self.app = load_app(self.config.app)
+                except AppImportError as exc:
+                    logger.error('%s', exc)
+                    return 1
+            if not self.preflight(announce=True):
+                logger.error('the application could not be loaded; see the error above')
+                return 1
+            self.spawn_missing()
+            self.notifier.mainpid(self.pid)
+            self.notifier.ready(self.status_text())
+            logger.info('hueyd master %d ready: %s', self.pid, self.status_text())
+            self.loop()
+            return self.exit_code
+        finally:
+            self.notifier.stopping()
+            self.remove_pidfile()
+            logger.info('hueyd master %d exiting with status %d', self.pid, self.exit_code)
+            logs.flush()
+
+    def install_signal_handlers(self):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1,
+                       signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD):
+            signal.signal(signum, self.on_signal)
+
+    def on_signal(self, signum, frame):
+        if signum != signal.SIGCHLD:  # SIGCHLD only needs to wake the loop
+            self.signals.append(signum)
+        try:
+            os.write(self._wake_w, b'.')
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                raise
+
+    # --- the loop -------------------------------------------------------------
+    def loop(self):
+        while True:
+            self.sleep()
+            while self.signals:
+                self.handle_signal(self.signals.pop(0))
+            self.reap()
+            if self.stopping:
+                if not self.children:
+                    return
+                self.advance_stop()
+            else:
+                self.retire_overdue()
+                self.check_health()
+                self.spawn_missing()
+            self.ping_watchdog()
+
+    def sleep(self):
+        timeout = 1.0 if self.stopping is None else 0.2
+        try:
+            ready, _, _ = select.select([self._wake_r], [], [], timeout)
+        except InterruptedError:
+            return
+        if ready:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except (BlockingIOError, InterruptedError):
+                pass
+
+    def handle_signal(self, signum):
+        name = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            if self.stopping:
+                logger.warning('%s again: stopping fast', name)
+                self.begin_stop('fast')
+            else:
+                logger.info('%s: graceful stop, running tasks may take %ss to finish',
+                            name, self.config.graceful_timeout)
+                self.begin_stop('graceful')
+        elif signum == signal.SIGTERM:
+            logger.info('%s: fast stop, running tasks go back on the queue', name)
+            self.begin_stop('fast')
+        elif self.stopping:
+            logger.info('%s ignored while stopping', name)
+        elif signum == signal.SIGHUP:
+            self.reload()
+        elif signum == signal.SIGUSR1:
+            logs.reopen()
+            logger.info('%s: log files reopened', name)
+            self.kill_all(signal.SIGUSR1)
+        elif signum in (signal.SIGTTIN, signal.SIGTTOU):
+            self.resize(+1 if signum == signal.SIGTTIN else -1)
+
+    # --- children -------------------------------------------------------------
+    def desired_slots(self):
+        config = self.config
+        pools = config.workers if config.worker_type == 'process' else config.processes
+        return list(range(pools)) + [SCHEDULER]
+
+    def spawn_missing(self):
+        active = {record.slot for record in self.children.values() if record.retiring is None}
+        now = time.monotonic()
+        for slot in self.desired_slots():
+            if slot not in active and now >= self.respawn_at.get(slot, 0):
+                self.spawn(slot)
+
+    def spawn(self, slot):
+        heartbeat = Heartbeat()
+        if slot == SCHEDULER:
+            child = Scheduler(self.config, heartbeat, self.pid, self.app)
+        else:
+            child = Pool(self.config, heartbeat, self.pid, slot,
+                         len(self.desired_slots()) - 1, self.app)
+        logs.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            child.run()  # never returns
+        self.children[pid] = ChildRecord(pid, slot, self.generation, heartbeat, time.monotonic())
+        logger.debug('started %s %d', 'scheduler' if slot == SCHEDULER else 'pool %d' % (slot + 1), pid)
+        return pid
+
+    def reap(self):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            record = self.children.pop(pid, None)
+            if record is None:
+                continue
+            record.heartbeat.close()
+            self.child_exited(record, status)
+
+    def child_exited(self, record, status):
+        what = 'scheduler' if record.slot == SCHEDULER else 'pool %d' % (record.slot + 1)
+        how = exit_code_description(status)
+        expected = self.stopping or record.retiring is not None or record.generation != self.generation
+        clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        if expected or clean:
+            logger.info('%s %d exited (%s)', what, record.pid, how)
+            if clean and not expected:
+                self.respawn_at.pop(record.slot, None)  # recycled itself (--max-tasks/--max-memory)
+            return
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_BOOT_FAILED:
+            self.boot_failures += 1
+            logger.error('%s %d could not load the application (%d in a row)',
+                         what, record.pid, self.boot_failures)
+            if self.boot_failures >= BOOT_FAILURE_LIMIT:
+                logger.critical('children cannot load %r %d times in a row; giving up so '
+                                'the service manager sees the failure', self.config.app,
+                                self.boot_failures)
+                self.exit_code = 1
+                self.begin_stop('fast')
+                return
+        else:
+            logger.error('%s %d died (%s); starting a new one', what, record.pid, how)
+        lived = time.monotonic() - record.started
+        quick = self.quick_deaths.get(record.slot, 0) + 1 if lived < QUICK_DEATH else 0
+        self.quick_deaths[record.slot] = quick
+        if quick:
+            delay = min(0.1 * 2 ** quick, MAX_RESPAWN_DELAY)
+            logger.warning('%s keeps dying; waiting %.1fs before the next start', what, delay)
+            self.respawn_at[record.slot] = time.monotonic() + delay
+
+    def check_health(self):
+        now = time.monotonic()
+        if now < self.next_health_check:
+            return
+        self.next_health_check = now + self.config.health_check_interval
+        for record in list(self.children.values()):
+            if record.heartbeat.booted:
+                self.boot_failures = 0
+            if self.config.disable_health_check or record.killed is not None:
+                continue
+            silence = record.heartbeat.silence(record.started)
+            if silence > self.config.worker_timeout:
+                logger.error('%s %d sent no heartbeat for %.1fs (--worker-timeout %ss); killing it',
+                             'scheduler' if record.slot == SCHEDULER else 'pool %d' % (record.slot + 1),
+                             record.pid, silence, self.config.worker_timeout)
+                self.kill(record, signal.SIGKILL)
+                record.killed = now
+
+    def kill(self, record, signum):
+        try:
+            os.kill(record.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def kill_all(self, signum):
+        for record in list(self.children.values()):
+            self.kill(record, signum)
+
+    def retire(self, record):
+        """Ask a child to finish its work and exit; it is stopped fast if it overstays."""
+        if record.retiring is None:
+            record.retiring = time.monotonic() + self.config.graceful_timeout
+            self.kill(record, signal.SIGINT)
+
+    def retire_overdue(self):
+        now = time.monotonic()
+        for record in list(self.children.values()):
+            if record.retiring is not None and record.retiring < now:
+                if record.killed is None:
+                    logger.warning('retiring child %d overstayed --graceful-timeout; stopping it fast',
+                                   record.pid)
+                    self.kill(record, signal.SIGTERM)
+                    record.killed = now
+                elif now - record.killed > FAST_STOP_TIMEOUT:
+                    self.kill(record, signal.SIGKILL)
+
+    # --- stopping -------------------------------------------------------------
+    def begin_stop(self, how):
+        self.notifier.stopping()
+        if how == 'graceful':
+            self.stopping = 'graceful'
+            self.stop_deadline = time.monotonic() + self.config.graceful_timeout
+            self.kill_all(signal.SIGINT)
+        else:
+            self.stopping = 'fast'
+            self.stop_deadline = time.monotonic() + FAST_STOP_TIMEOUT
+            self.kill_all(signal.SIGTERM)
+        set_title('master %s stopping' % self.config.app)
+
+    def advance_stop(self):
+        if time.monotonic() < self.stop_deadline:
+            return
+        if self.stopping == 'graceful':
+            logger.warning('tasks still running after --graceful-timeout %ss; stopping fast',
+                           self.config.graceful_timeout)
+            self.begin_stop('fast')
+        else:
+            logger.error('children did not stop within %ss; killing them', FAST_STOP_TIMEOUT)
+            self.kill_all(signal.SIGKILL)
+            self.stop_deadline = time.monotonic() + FAST_STOP_TIMEOUT
+
+    # --- reload and resize ----------------------------------------------------
+    def reload(self):
+        self.notifier.reloading()
+        logger.info('SIGHUP: reloading the configuration')
+        try:
+            config = load_config(self.argv, self.environ)
+        except ConfigError as exc:
+            logger.error('configuration not reloaded, keeping the running one: %s', exc)
+            self.notifier.ready(self.status_text())
+            return
+        previous, self.config = self.config, config
+        logs.configure(config)
+        if not self.preflight(announce=False):
+            logger.error('the application could not be loaded with the new configuration; '
+                         'keeping the running children')
+            self.config = previous
+            logs.configure(previous)
+            self.notifier.ready(self.status_text())
+            return
+        self.roll(lambda record: True)
+        self.notifier.ready(self.status_text())
+        logger.info('reloaded: %s', self.status_text())
+
+    def roll(self, which):
+        """Start a new generation: retire the chosen children, start replacements."""
+        self.generation += 1
+        for record in list(self.children.values()):
+            if record.retiring is None and which(record):
+                self.retire(record)
+        self.respawn_at.clear()
+        self.spawn_missing()
+
+    def resize(self, step):
+        workers = max(1, self.config.workers + step)
+        if workers == self.config.workers:
+            logger.info('already at one worker; SIGTTOU ignored')
+            return
+        self.config = dataclasses.replace(self.config, workers=workers)
+        logger.info('%s: now %d worker(s)', 'SIGTTIN' if step > 0 else 'SIGTTOU', workers)
+        if self.config.worker_type == 'process':
+            wanted = set(self.desired_slots())
+            for record in list(self.children.values()):
+                if record.retiring is None and record.slot not in wanted:
+                    self.retire(record)
+            self.spawn_missing()
+        else:
+            self.roll(lambda record: record.slot != SCHEDULER)
+        self.notifier.status(self.status_text())
+
+    # --- preflight ------------------------------------------------------------
+    def preflight(self, announce):
+        """Import the app in a throwaway child; True when it loads."""
+        child = Preflight(self.config, self.pid, self.app, announce)
+        logs.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            child.run()
+        deadline = time.monotonic() + PREFLIGHT_TIMEOUT
+        while True:
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                return False
+            if done:
+                return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+            if time.monotonic() > deadline:
+                logger.error('loading the application took over %ss; giving up', PREFLIGHT_TIMEOUT)
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return False
+            time.sleep(0.01)
+
+    # --- systemd and pidfile --------------------------------------------------
+    def status_text(self):
+        pools = len(self.desired_slots()) - 1
+        per_pool = 1 if self.config.worker_type == 'process' else self.config.workers
+        return '%d pool(s) x %d %s worker(s), scheduler%s' % (
+            pools, per_pool, self.config.worker_type,
+            '' if not self.config.no_periodic else ' (no periodic tasks)')
+
+    def ping_watchdog(self):
+        interval = self.notifier.watchdog_interval()
+        if interval and time.monotonic() >= self.next_watchdog:
+            self.notifier.watchdog()
+            self.next_watchdog = time.monotonic() + interval
+
+    def write_pidfile(self):
+        path = self.config.pidfile
+        if not path:
+            return
+        try:
+            with open(path) as f:
+                other = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            other = 0
+        if other and other != self.pid and _alive(other):
+            logger.error('pidfile %s names process %d, which is running: another hueyd? '
+                         'Stop it or choose another --pidfile', path, other)
+            sys.exit(1)
+        temporary = '%s.%d' % (path, self.pid)
+        with open(temporary, 'w') as f:
+            f.write('%d\n' % self.pid)
+        os.replace(temporary, path)
+
+    def remove_pidfile(self):
+        path = self.config.pidfile
+        if not path or os.getpid() != self.pid:
+            return
+        try:
+            with open(path) as f:
+                if int(f.read().strip()) == self.pid:
+                    os.unlink(path)
+        except (OSError, ValueError):
+            pass
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
