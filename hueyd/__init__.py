@@ -1,22 +1,36 @@
 """hueyd: a huey-compatible task queue and the daemon that runs it.
 
 Switch from huey by changing ``from huey import ...`` to ``from hueyd import ...``.
+
+The names below are imported on first use, so the daemon's master, which never
+runs tasks, does not pay for the storage clients (redis) in memory or start-up time.
 """
-from hueyd.api import (Huey, MemoryHuey, PriorityRedisHuey, RedisHuey, SqliteHuey)
-from hueyd.crontab import crontab
-from hueyd.exceptions import (CancelExecution, ConfigurationError, HueyException,
-                              RateLimitExceeded, ResultTimeout, RetryTask,
-                              TaskException, TaskLockedException, TaskTimeout)
-from hueyd.result import Result, ResultGroup
-from hueyd.serializer import Serializer, SignedSerializer
-from hueyd.task import PeriodicTask, Task, TaskWrapper
+import importlib
 
 __version__ = '0.1.0'
 
-__all__ = [
-    'Huey', 'MemoryHuey', 'PriorityRedisHuey', 'RedisHuey', 'SqliteHuey',
-    'crontab', 'CancelExecution', 'ConfigurationError', 'HueyException',
-    'RateLimitExceeded', 'ResultTimeout', 'RetryTask', 'TaskException',
-    'TaskLockedException', 'TaskTimeout', 'Result', 'ResultGroup', 'Serializer',
-    'SignedSerializer', 'PeriodicTask', 'Task', 'TaskWrapper',
-]
+_EXPORTS = {
+    'hueyd.api': ('Huey', 'MemoryHuey', 'PriorityRedisHuey', 'RedisHuey', 'SqliteHuey'),
+    'hueyd.crontab': ('crontab',),
+    'hueyd.exceptions': ('CancelExecution', 'ConfigurationError', 'HueyException',
+                         'RateLimitExceeded', 'ResultTimeout', 'RetryTask', 'TaskException',
+                         'TaskLockedException', 'TaskTimeout'),
+    'hueyd.result': ('Result', 'ResultGroup'),
+    'hueyd.serializer': ('Serializer', 'SignedSerializer'),
+    'hueyd.task': ('PeriodicTask', 'Task', 'TaskWrapper'),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError('module %r has no attribute %r' % (__name__, name))
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
