@@ -95,11 +95,27 @@ class SqliteStorage(BaseStorage):
     def _connect(self):
         # isolation_level=None: no implicit transactions, we issue BEGIN ourselves.
         conn = sqlite3.connect(self.filename, timeout=self.timeout, isolation_level=None)
-        conn.execute('PRAGMA journal_mode = %s' % self.journal_mode)
+        self._set_journal_mode(conn)
         conn.execute('PRAGMA synchronous = %s' % ('FULL' if self.fsync else 'NORMAL'))
         conn.execute('PRAGMA cache_size = %d' % (-1024 * self.cache_mb))
         conn.executescript(SCHEMA)
         return conn
+
+    def _set_journal_mode(self, conn):
+        # WAL is a property of the file: only the first connection changes it,
+        # and that change takes a lock SQLite's busy timeout does not wait for,
+        # so two processes opening a new file at once must retry.
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                mode = conn.execute('PRAGMA journal_mode').fetchone()[0]
+                if mode.lower() != self.journal_mode.lower():
+                    conn.execute('PRAGMA journal_mode = %s' % self.journal_mode)
+                return
+            except sqlite3.OperationalError as exc:
+                if 'locked' not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def close(self):
         conn = getattr(self._local, 'conn', None)
