@@ -438,8 +438,9 @@ class Huey:
         ts = self.storage.next_schedule_time()
         return None if ts is None else from_timestamp(ts, self.utc)
 
-    def read_periodic(self, timestamp):
-        """The periodic tasks due in the minute of ``timestamp``."""
+    def read_periodic(self, timestamp=None):
+        """The periodic tasks due in the minute of ``timestamp`` (default now)."""
+        timestamp = timestamp or self._now()
         return [task for task in self._registry.periodic_tasks
                 if task.validate_datetime(timestamp)]
 

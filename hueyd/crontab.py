@@ -1,6 +1,7 @@
 """``crontab()``: a cron-like test of whether a periodic task is due at a minute.
 
 Each field takes ``*``, ``*/n``, ``m``, ``m-n``, ``m-n/s`` and comma lists of these.
+A range whose end is below its start wraps round (``hour='22-2'``).
 ``day_of_week`` counts 0 = Sunday to 6 = Saturday (7 is Sunday too).
 """
 import re
@@ -40,10 +41,14 @@ def _parse_field(name, spec, low, high, strict):
         if strict and not (low <= first <= high and low <= last <= high):
             raise CrontabError(
                 'crontab %s=%r: %r is outside %d-%d' % (name, spec, token, low, high))
-        if first > last:
-            raise CrontabError(
-                'crontab %s=%r: range %r runs backwards' % (name, spec, token))
-        values.update(v for v in range(first, last + 1, step) if low <= v <= high)
+        if first <= last or end is None:
+            run = range(first, last + 1)
+        else:
+            # A range that runs past the top wraps round, as in huey: hour='22-2'
+            # is 22, 23, 0, 1, 2 and day_of_week='5-1' is Friday to Monday.
+            top = 6 if name == 'day_of_week' else high
+            run = list(range(first, top + 1)) + list(range(low, last + 1))
+        values.update(v for v in run[::step] if low <= v <= high)
     if not values:
         raise CrontabError('crontab %s=%r matches no valid value (%d-%d)'
                            % (name, spec, low, high))

@@ -3,9 +3,11 @@ import uuid
 
 import pytest
 
-from support import RedisServer, make_storage
+from support import RedisServer, make_huey, make_storage
 
 STORAGE_KINDS = ['memory', 'sqlite', 'redis']
+# Storages that several instances (and processes) can share; memory is per instance.
+SHARED_STORAGE_KINDS = ['sqlite', 'redis']
 
 
 @pytest.fixture(scope='session')
@@ -20,14 +22,18 @@ def queue_name():
     return 'test-' + uuid.uuid4().hex
 
 
-@pytest.fixture(params=STORAGE_KINDS)
-def storage_url(request, tmp_path):
-    if request.param == 'memory':
+def _url_for(kind, request, tmp_path):
+    if kind == 'memory':
         return 'memory://'
-    if request.param == 'sqlite':
+    if kind == 'sqlite':
         return f'sqlite:///{tmp_path}/huey.db'
     # Looked up lazily so memory and sqlite runs never start redis-server.
     return request.getfixturevalue('redis_server').url
+
+
+@pytest.fixture(params=STORAGE_KINDS)
+def storage_url(request, tmp_path):
+    return _url_for(request.param, request, tmp_path)
 
 
 @pytest.fixture
@@ -36,3 +42,26 @@ def storage(storage_url, queue_name):
     yield storage
     storage.flush_all()
     storage.close()
+
+
+@pytest.fixture(params=SHARED_STORAGE_KINDS)
+def shared_storage_url(request, tmp_path):
+    """Like storage_url, for tests about what separate instances share."""
+    return _url_for(request.param, request, tmp_path)
+
+
+@pytest.fixture
+def shared_storage(shared_storage_url, queue_name):
+    storage = make_storage(shared_storage_url, queue_name)
+    yield storage
+    storage.flush_all()
+    storage.close()
+
+
+@pytest.fixture
+def huey(storage_url, queue_name):
+    """A Huey on each storage in turn, emptied afterwards."""
+    huey = make_huey(queue_name, storage_url)
+    yield huey
+    huey.flush()
+    huey.storage.close()

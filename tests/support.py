@@ -9,6 +9,7 @@ import time
 
 import redis
 
+from hueyd import Huey
 from hueyd.storage import RedisStorage, storage_from_url
 
 
@@ -35,6 +36,14 @@ def make_storage(url, name, **overrides):
         kwargs['read_timeout'] = 0.05
     kwargs.update(overrides)
     return storage_class(name=name, **kwargs)
+
+
+def make_huey(name, url, **options):
+    """A Huey on the storage ``url`` names, as tests drive it by hand."""
+    # A non-blocking Redis dequeue keeps drain() from waiting out BRPOP's timeout.
+    if url.startswith('redis'):
+        options.setdefault('blocking', False)
+    return Huey(name, url=url, **options)
 
 
 def find_redis_server():

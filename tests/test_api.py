@@ -12,21 +12,7 @@ from hueyd import (CancelExecution, ConfigurationError, Huey, MemoryHuey, RedisH
 from hueyd.exceptions import SignatureError, TaskNotFound
 from hueyd.storage import BaseStorage, MemoryStorage, SqliteStorage
 from hueyd.storage.memory import MemoryStorage as _Memory
-
-
-def make_huey(name, url, **options):
-    # A non-blocking Redis dequeue keeps drain() from waiting out BRPOP's timeout.
-    if url.startswith('redis'):
-        options.setdefault('blocking', False)
-    return Huey(name, url=url, **options)
-
-
-@pytest.fixture
-def huey(storage_url, queue_name):
-    huey = make_huey(queue_name, storage_url)
-    yield huey
-    huey.flush()
-    huey.storage.close()
+from support import make_huey
 
 
 def test_call_enqueues_and_result_arrives(huey):

@@ -96,10 +96,9 @@ def test_threads_never_dequeue_the_same_message(storage):
     assert sorted(everything) == sorted(messages)
 
 
-def test_queues_with_other_names_are_separate(storage_url, storage, queue_name):
-    if isinstance(storage, MemoryStorage):
-        pytest.skip('memory storages never share anything')
-    other = make_storage(storage_url, queue_name + '-other')
+def test_queues_with_other_names_are_separate(shared_storage_url, shared_storage, queue_name):
+    storage = shared_storage  # a memory storage shares nothing, so there is nothing to keep apart
+    other = make_storage(shared_storage_url, queue_name + '-other')
     try:
         storage.enqueue(b'mine')
         storage.add_to_schedule(b'later', 1)
@@ -117,12 +116,12 @@ def test_queues_with_other_names_are_separate(storage_url, storage, queue_name):
         other.close()
 
 
-def test_a_second_instance_sees_the_same_data(storage_url, storage, queue_name):
-    if not storage.shared:
-        pytest.skip('not shared between instances')
+def test_a_second_instance_sees_the_same_data(shared_storage_url, shared_storage, queue_name):
+    storage = shared_storage
+    assert storage.shared
     storage.enqueue(b'm')
     storage.put_data('k', b'v')
-    other = make_storage(storage_url, queue_name)
+    other = make_storage(shared_storage_url, queue_name)
     try:
         assert other.dequeue() == b'm'
         assert other.pop_data('k') == b'v'
