@@ -1,7 +1,9 @@
 """What every process the master forks has in common: its setup after fork and its heartbeat."""
 import ctypes
+import errno
 import logging
 import os
+import select
 import signal
 import threading
 import time
@@ -17,9 +19,8 @@ logger = logging.getLogger('hueyd.daemon')
 # counts these to tell a broken deployment from a crash.
 EXIT_BOOT_FAILED = 3
 _PR_SET_PDEATHSIG = 1
-# Signals the master handles itself; a child starts from the defaults.
-MASTER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1,
-                  signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
+# Signals that concern the master only: a child ignores them from its first moment.
+MASTER_ONLY_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
 
 
 def die_with_parent(parent_pid, signum=signal.SIGTERM):
@@ -44,13 +45,23 @@ class Child:
         self.master_pid = master_pid
         self.app = app  # already imported with --preload
         self.huey = None
-        self.stop_event = threading.Event()
+        self.stopping = False
+        # Wakes the main thread from sleep(); written by signal handlers, which must
+        # not take locks (an Event's lock may be held by the very thread they interrupt).
+        self._wake_r = self._wake_w = None
 
     def run(self):
         code = 1
         try:
-            for signum in MASTER_SIGNALS:
-                signal.signal(signum, signal.SIG_DFL)
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_w, False)
+            for signum in MASTER_ONLY_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            # Log reopening needs no application: handle it before the app is imported.
+            signal.signal(signal.SIGUSR1, lambda *_: logs.reopen())
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_DFL)  # until main() installs its own
             # The master alone talks to systemd.
             Notifier.scrub_child_environ(os.environ)
             die_with_parent(self.master_pid)
@@ -65,6 +76,26 @@ class Child:
 
     def main(self):
         raise NotImplementedError
+
+    def request_stop(self):
+        """Ask the main thread to stop; safe to call from a signal handler or any thread."""
+        self.stopping = True
+        try:
+            os.write(self._wake_w, b'.')
+        except OSError as exc:
+            if exc.errno != errno.EAGAIN:
+                raise
+
+    def sleep(self, timeout):
+        """Sleep in the main thread until ``timeout`` passes or request_stop() is called."""
+        if self.stopping:
+            return
+        try:
+            ready, _, _ = select.select([self._wake_r], [], [], timeout)
+        except InterruptedError:
+            return
+        if ready:
+            os.read(self._wake_r, 4096)
 
     def load(self):
         """Import the application; None (after logging why) when it cannot be imported."""
@@ -101,9 +132,6 @@ class Child:
         thread = threading.Thread(target=beat, name='heartbeat', daemon=True)
         thread.start()
         return thread
-
-    def reopen_logs(self, signum=None, frame=None):
-        logs.reopen()
 
 
 def exit_code_description(status):

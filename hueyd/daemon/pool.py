@@ -37,8 +37,9 @@ class Pool(Child):
         self.workers = 1 if self.in_main_thread else config.workers
         self.current = {}  # worker number -> (task, monotonic start)
         self.tasks_done = 0
-        self.stopping = False  # take no new tasks
-        self.fast = False      # ... and abandon the running ones
+        self.fast = False  # stopping, and abandoning the running tasks
+        # Set by the main thread (never by a signal handler) to wake sleeping workers.
+        self.workers_stop = threading.Event()
         self._lock = threading.Lock()
         self._next_memory_check = 0.0
 
@@ -55,9 +56,6 @@ class Pool(Child):
         self.size_connection_pool()
         signal.signal(signal.SIGINT, lambda *_: self.stop('graceful stop requested'))
         signal.signal(signal.SIGTERM, self.on_sigterm)
-        signal.signal(signal.SIGUSR1, self.reopen_logs)
-        for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
-            signal.signal(signum, signal.SIG_IGN)
         self.heartbeat.mark_booted()
         logger.info('pool %d/%d ready: %d %s worker(s)', self.index + 1, self.count,
                     self.workers, self.config.worker_type)
@@ -70,8 +68,7 @@ class Pool(Child):
     def stop(self, reason):
         if not self.stopping:
             logger.info('pool %d/%d stopping: %s', self.index + 1, self.count, reason)
-        self.stopping = True
-        self.stop_event.set()
+        self.request_stop()
 
     def on_sigterm(self, signum, frame):
         self.fast = True
@@ -90,11 +87,12 @@ class Pool(Child):
     def run_threads(self):
         threads = {number: self.start_worker(number) for number in range(self.workers)}
         while not self.stopping:
-            self.stop_event.wait(0.5)
+            self.sleep(0.5)
             for number, thread in threads.items():
                 if not thread.is_alive() and not self.stopping:
                     logger.error('worker %d died; starting a new one', number)
                     threads[number] = self.start_worker(number)
+        self.workers_stop.set()
         # Graceful: let the workers finish their tasks, unless SIGTERM arrives meanwhile.
         while not self.fast and any(thread.is_alive() for thread in threads.values()):
             for thread in threads.values():
@@ -161,7 +159,10 @@ class Pool(Child):
                 self.stop('recycling after %d tasks (--max-tasks)' % self.tasks_done)
 
     def pause(self, delay):
-        self.stop_event.wait(delay)
+        if self.in_main_thread:
+            self.sleep(delay)
+        else:
+            self.workers_stop.wait(delay)
         return min(delay * self.config.backoff, self.config.max_delay)
 
     def requeue_running(self):

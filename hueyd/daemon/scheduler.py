@@ -29,10 +29,7 @@ class Scheduler(Child):
         if self.load() is None:
             return EXIT_BOOT_FAILED
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: self.stop_event.set())
-        signal.signal(signal.SIGUSR1, self.reopen_logs)
-        for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
-            signal.signal(signum, signal.SIG_IGN)
+            signal.signal(signum, lambda *_: self.request_stop())
         self.heartbeat.mark_booted()
         self.title('running')
         logger.info('scheduler ready (interval %ss, periodic tasks %s)',
@@ -46,7 +43,7 @@ class Scheduler(Child):
         next_full_read = 0.0
         last_minute = None
         outage_delay = None
-        while not self.stop_event.is_set():
+        while not self.stopping:
             try:
                 if time.monotonic() >= next_full_read:
                     next_full_read = time.monotonic() + config.scheduler_interval
@@ -70,7 +67,7 @@ class Scheduler(Child):
                     logger.info('scheduler reaches the storage again')
                     outage_delay = None
             if wait:
-                self.stop_event.wait(wait)
+                self.sleep(wait)
 
     def wait_for_next_due(self):
         """Seconds until the schedule's head is due, at most TICK."""

@@ -1,0 +1,359 @@
+"""The hueyd daemon end to end: real ``python -m hueyd`` processes, real signals.
+
+Reload (SIGHUP) tests are in test_daemon_reload.py.  The harness is
+tests/daemon_harness.py.
+"""
+import collections
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from daemon_harness import (alive, app, make_app, notify_socket, start_daemon,  # noqa: F401
+                            stop_gracefully, write_config)
+
+# -k/-w/--processes -> number of pool processes.
+POOLS = {'thread': 1, 'greenlet': 1, 'process': 2}
+
+
+# -- tasks run ----------------------------------------------------------------
+
+@pytest.mark.parametrize('storage', ['sqlite', 'redis'])
+@pytest.mark.parametrize('worker_type', ['thread', 'process', 'greenlet'])
+def test_tasks_run(make_app, start_daemon, worker_type, storage):
+    app = make_app(storage)
+    daemon = start_daemon(app, '-k', worker_type, '-w', '2')
+    daemon.wait_ready(POOLS[worker_type])
+    tags = ['t%d' % i for i in range(10)]
+    for tag in tags:
+        app.record(tag)
+    daemon.wait_until(lambda: all(app.recorded(tag) for tag in tags),
+                      message='not every task ran')
+    pool_pids = set(daemon.pool_pids())
+    ran_in = {pid for tag in tags for pid in app.recorded(tag)}
+    assert ran_in <= pool_pids, 'tasks ran outside the pool processes %s: %s' % (pool_pids, ran_in)
+    assert all(len(app.recorded(tag)) == 1 for tag in tags), 'a task ran twice: %r' % app.lines()
+    assert app.pending() == 0
+    stop_gracefully(daemon)
+
+
+def test_delayed_task_runs(app, start_daemon):
+    daemon = start_daemon(app, '-k', 'thread', '-w', '1', '-s', '1')
+    daemon.wait_ready(1)
+    app.record.schedule(args=('late',), delay=1)
+    daemon.wait_until(lambda: app.recorded('late'), message='the delayed task did not run')
+    stop_gracefully(daemon)
+
+
+# -- process tree and titles --------------------------------------------------
+
+@pytest.mark.parametrize('args, pools', [
+    (('-k', 'process', '-w', '4'), 4),
+    (('-k', 'thread', '-w', '8'), 1),
+    (('--processes', '2', '-k', 'thread', '-w', '3'), 2),
+    (('-k', 'greenlet', '-w', '20'), 1),
+], ids=['process-4', 'thread-8', 'thread-3x2', 'greenlet-20'])
+def test_process_tree(app, start_daemon, args, pools):
+    daemon = start_daemon(app, *args)
+    daemon.wait_ready(pools)
+    assert daemon.title().startswith('hueyd: master'), daemon.title()
+    titles = [title for _, title in daemon.descendants()]
+    # Nothing else than the pools and the scheduler (e.g. no stray helper process).
+    assert len(titles) == pools + 1, titles
+    stop_gracefully(daemon)
+
+
+# -- stopping -----------------------------------------------------------------
+
+def test_sigint_lets_running_task_finish_and_takes_no_new_one(app, start_daemon):
+    daemon = start_daemon(app, '-k', 'thread', '-w', '1', '--graceful-timeout', '10')
+    daemon.wait_ready(1)
+    app.slow('a', 1.5)
+    daemon.wait_until(lambda: app.count('start', 'a'))
+    app.record('queued')            # the only worker is busy: this one waits in the queue
+    daemon.send(signal.SIGINT)
+    status = daemon.wait(15)
+    assert status == 0, daemon.describe()
+    assert app.count('done', 'a') == 1, 'the running task did not finish: %r' % app.lines()
+    assert not app.events('interrupted'), app.lines()
+    assert not app.recorded('queued'), 'a new task started during the graceful stop'
+    assert app.pending() == 1
+    daemon.wait_no_leftovers()
+
+
+def test_sigint_falls_back_to_fast_stop_after_graceful_timeout(app, start_daemon):
+    daemon = start_daemon(app, '-k', 'thread', '-w', '1', '--graceful-timeout', '1')
+    daemon.wait_ready(1)
+    result = app.slow_once('a', 60)
+    daemon.wait_until(lambda: app.count('start', 'a'))
+    sent = time.monotonic()
+    daemon.send(signal.SIGINT)
+    status = daemon.wait(15)
+    took = time.monotonic() - sent
+    assert status == 0, daemon.describe()
+    assert took < 10, 'graceful timeout 1s, but the stop took %.1fs' % took
+    assert not app.count('done', 'a')
+    assert [tid for tid, _ in app.events('interrupted')] == [result.id], app.lines()
+    assert app.pending() == 1, 'the interrupted task was not put back on the queue'
+    daemon.wait_no_leftovers()
+
+
+def test_second_sigint_escalates_to_fast_stop(app, start_daemon):
+    daemon = start_daemon(app, '-k', 'thread', '-w', '1', '--graceful-timeout', '60')
+    daemon.wait_ready(1)
+    result = app.slow_once('a', 60)
+    daemon.wait_until(lambda: app.count('start', 'a'))
+    daemon.send(signal.SIGINT)
+    daemon.wait_until(lambda: 'graceful stop' in daemon.log_text())
+    assert daemon.running, 'exited on the first SIGINT with a task running\n' + daemon.describe()
+    sent = time.monotonic()
+    daemon.send(signal.SIGINT)
+    status = daemon.wait(15)
+    took = time.monotonic() - sent
+    assert status == 0, daemon.describe()
+    assert took < 10, 'second SIGINT: still took %.1fs to stop' % took
+    assert [tid for tid, _ in app.events('interrupted')] == [result.id], app.lines()
+    assert app.pending() == 1
+    daemon.wait_no_leftovers()
+
+
+@pytest.mark.parametrize('worker_type', ['thread', 'process', 'greenlet'])
+def test_sigterm_interrupts_requeues_and_next_start_reruns(app, start_daemon, worker_type):
+    daemon = start_daemon(app, '-k', worker_type, '-w', '1')
+    daemon.wait_ready(1)
+    result = app.slow_once('a', 60)
+    daemon.wait_until(lambda: app.count('start', 'a'))
+    [(_, task_pid)] = app.events('start', 'a')
+    sent = time.monotonic()
+    daemon.send(signal.SIGTERM)
+    status = daemon.wait(15)
+    took = time.monotonic() - sent
+    assert status == 0, daemon.describe()
+    assert took < 10, 'SIGTERM (fast stop) took %.1fs' % took
+    daemon.wait_no_leftovers()
+    assert not app.count('done', 'a')
+    interrupted = app.events('interrupted')
+    assert [tid for tid, _ in interrupted] == [result.id], \
+        'SIGNAL_INTERRUPTED did not fire once for the task: %r\n%s' % (app.lines(), daemon.describe())
+    assert interrupted[0][1] == task_pid, 'SIGNAL_INTERRUPTED fired outside the pool process'
+    assert app.pending() == 1, 'the interrupted task is not back on the queue'
+
+    again = start_daemon(app, '-k', worker_type, '-w', '1')
+    again.wait_until(lambda: app.count('done', 'a'), message='the requeued task did not run again')
+    assert app.count('start', 'a') == 2
+    stop_gracefully(again)
+
+
+def test_kill_master_leaves_no_orphans(app, start_daemon):
+    daemon = start_daemon(app, '-k', 'process', '-w', '2')
+    daemon.wait_ready(2)
+    children = [proc for proc, _ in daemon.descendants()]
+    assert len(children) == 3
+    daemon.send(signal.SIGKILL)
+    assert daemon.wait(5) == -signal.SIGKILL
+    try:
+        psutil.wait_procs([p for p in children if alive(p)], timeout=10)
+    except psutil.Error:
+        pass
+    survivors = [p for p in children if alive(p)]
+    assert not survivors, 'children outlived the master by 10s: %s\n%s' % (
+        [(p.pid, p.status()) for p in survivors], daemon.describe())
+    daemon.wait_no_leftovers(timeout=2)
+
+
+# -- supervision --------------------------------------------------------------
+
+def test_killed_pool_is_replaced(app, start_daemon):
+    daemon = start_daemon(app, '-k', 'process', '-w', '2', '-c', '0.5', '--worker-timeout', '3')
+    old = daemon.wait_ready(2)
+    victim = old[0]
+    os.kill(victim, signal.SIGKILL)
+    daemon.wait_until(lambda: len(daemon.pools()) == 2 and victim not in daemon.pool_pids(),
+                      message='the killed pool %d was not replaced' % victim)
+    new = daemon.pool_pids()
+    assert old[1] in new, 'the surviving pool was replaced as well: %s -> %s' % (old, new)
+    tags = ['k%d' % i for i in range(6)]
+    for tag in tags:
+        app.record(tag)
+    daemon.wait_until(lambda: all(app.recorded(tag) for tag in tags))
+    stop_gracefully(daemon)
+
+
+def test_stopped_pool_is_killed_after_worker_timeout(app, start_daemon):
+    daemon = start_daemon(app, '-k', 'process', '-w', '1', '-c', '0.5', '--worker-timeout', '3')
+    [stuck] = daemon.wait_ready(1)
+    stuck_proc = psutil.Process(stuck)
+    stopped = time.monotonic()
+    os.kill(stuck, signal.SIGSTOP)
+    daemon.wait_until(lambda: daemon.pools() and stuck not in daemon.pool_pids(), timeout=20,
+                      message='the SIGSTOPped pool %d was not replaced' % stuck)
+    took = time.monotonic() - stopped
+    assert took > 1, 'replaced %.1fs after SIGSTOP, before --worker-timeout 3' % took
+    daemon.wait_until(lambda: not alive(stuck_proc), timeout=10,
+                      message='the stopped pool %d was replaced but not killed' % stuck)
+    app.record('after')
+    daemon.wait_until(lambda: app.recorded('after'))
+    stop_gracefully(daemon)
+
+
+def test_max_tasks_recycles_pool(app, start_daemon):
+    daemon = start_daemon(app, '-k', 'process', '-w', '1', '--max-tasks', '3')
+    daemon.wait_ready(1)
+    tags = ['m%d' % i for i in range(9)]
+    for tag in tags:
+        app.record(tag)
+    daemon.wait_until(lambda: all(app.recorded(tag) for tag in tags),
+                      message='not all 9 tasks completed')
+    per_pid = collections.Counter(pid for tag in tags for pid in app.recorded(tag))
+    assert len(per_pid) > 1, 'one pool ran all 9 tasks despite --max-tasks 3: %s' % per_pid
+    assert max(per_pid.values()) <= 3, 'a pool ran more than --max-tasks 3: %s' % per_pid
+    stop_gracefully(daemon)
+
+
+def test_ttin_ttou_change_process_pools(app, start_daemon):
+    daemon = start_daemon(app, '-k', 'process', '-w', '2')
+    before = daemon.wait_ready(2)
+    daemon.send(signal.SIGTTIN)
+    daemon.wait_until(lambda: len(daemon.pools()) == 3, message='SIGTTIN: no third pool')
+    assert set(before) <= set(daemon.pool_pids()), 'SIGTTIN replaced existing pools'
+    daemon.send(signal.SIGTTOU)
+    daemon.wait_until(lambda: len(daemon.pools()) == 2, message='SIGTTOU: still 3 pools')
+    daemon.send(signal.SIGTTOU)
+    daemon.wait_until(lambda: len(daemon.pools()) == 1, message='second SIGTTOU: not 1 pool')
+    assert daemon.scheduler() is not None
+    app.record('after')
+    daemon.wait_until(lambda: app.recorded('after'))
+    stop_gracefully(daemon)
+
+
+def test_ttin_adds_a_thread_worker(app, start_daemon):
+    daemon = start_daemon(app, '-k', 'thread', '-w', '1')
+    daemon.wait_ready(1)
+    daemon.send(signal.SIGTTIN)
+    # The master may add a thread or replace the pool with a bigger one (the old
+    # pool finishing what it runs); either way some pool process must then run
+    # two tasks at once, which a single-threaded pool never does.
+    tags = ['a', 'b', 'c']
+    for tag in tags:
+        app.slow(tag, 1.5)
+    daemon.wait_until(lambda: all(app.count('done', tag) for tag in tags), timeout=20)
+    running, most = collections.Counter(), 0
+    for kind, tag, pid in app.lines():
+        running[pid] += 1 if kind == 'start' else -1
+        most = max(most, running[pid])
+    assert most >= 2, 'SIGTTIN added no worker: no pool ran two tasks at once: %r' % app.lines()
+    assert len(daemon.pools()) == 1
+    stop_gracefully(daemon)
+
+
+# -- files, logs and systemd ----------------------------------------------------
+
+def test_pidfile_written_and_removed(app, start_daemon):
+    pidfile = os.path.join(app.dir, 'hueyd.pid')
+    daemon = start_daemon(app, '--pidfile', pidfile)
+    daemon.wait_ready(1)
+
+    def content():
+        try:
+            with open(pidfile) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            return None
+    daemon.wait_until(lambda: content() == str(daemon.pid),
+                      message='pidfile holds %r, not the master pid' % content())
+    stop_gracefully(daemon)
+    assert not os.path.exists(pidfile), 'pidfile left behind after exit'
+
+
+def _read(path):
+    try:
+        with open(path, errors='replace') as f:
+            return f.read()
+    except FileNotFoundError:
+        return ''
+
+
+def test_usr1_reopens_logfile(app, start_daemon):
+    logfile = os.path.join(app.dir, 'hueyd.log')
+    daemon = start_daemon(app, '-v', '-l', logfile)
+    daemon.wait_ready(1, booted=True)
+    children = sorted(proc.pid for proc, _ in daemon.descendants())
+    daemon.wait_until(lambda: _read(logfile), message='nothing logged to %s' % logfile)
+    os.rename(logfile, logfile + '.1')
+    daemon.send(signal.SIGUSR1)
+    result = app.record('after-usr1')      # the pool logs "executing app.record: <id>"
+    daemon.wait_until(lambda: app.recorded('after-usr1'))
+    daemon.wait_until(lambda: _read(logfile), message='SIGUSR1: no new file at %s' % logfile)
+    daemon.wait_until(lambda: result.id in _read(logfile),
+                      message='SIGUSR1: the pool still logs to the renamed file')
+    assert sorted(proc.pid for proc, _ in daemon.descendants()) == children, \
+        'SIGUSR1 replaced children\n' + daemon.describe()
+    stop_gracefully(daemon)
+
+
+def test_usr1_while_children_boot_does_not_kill_them(app, start_daemon):
+    """logrotate may send SIGUSR1 at any time, e.g. while a reload starts new children."""
+    logfile = os.path.join(app.dir, 'hueyd.log')
+    daemon = start_daemon(app, '-k', 'process', '-w', '2', '-l', logfile)
+    daemon.wait_ready(2, booted=False)     # as early as the children are visible
+    children = [proc for proc, _ in daemon.descendants()]
+    daemon.send(signal.SIGUSR1)
+    daemon.wait_ready(2, booted=True)
+    app.record('after')
+    daemon.wait_until(lambda: app.recorded('after'))
+    dead = [proc.pid for proc in children if not alive(proc)]
+    assert not dead, 'SIGUSR1 killed children %s while they booted\n%s' % (dead, daemon.describe())
+    stop_gracefully(daemon)
+
+
+def test_sd_notify(app, start_daemon, notify_socket):
+    daemon = start_daemon(app, env={'NOTIFY_SOCKET': notify_socket.path})
+    daemon.wait_ready(1)
+    daemon.wait_until(lambda: 'READY' in notify_socket.keys(), message='no READY=1')
+    ready = next(m for m in notify_socket.received if 'READY' in m)
+    assert ready['READY'] == '1'
+    sent = {key: value for m in notify_socket.received for key, value in m.items()}
+    assert 'MAINPID' in sent or 'STATUS' in sent, notify_socket.received
+    if 'MAINPID' in sent:
+        assert sent['MAINPID'] == str(daemon.pid), notify_socket.received
+    assert 'STOPPING' not in sent and 'RELOADING' not in sent
+
+    seen = len(notify_socket.keys())
+    daemon.send(signal.SIGHUP)
+
+    def reloaded():
+        later = notify_socket.keys()[seen:]
+        return 'RELOADING' in later and 'READY' in later[later.index('RELOADING'):]
+    daemon.wait_until(reloaded, message='SIGHUP: no RELOADING=1 then READY=1: %r'
+                      % notify_socket.received)
+
+    daemon.send(signal.SIGINT)
+    assert daemon.wait(15) == 0
+    assert 'STOPPING' in notify_socket.keys(), notify_socket.received
+    daemon.wait_no_leftovers()
+
+
+def test_invalid_config_exits_78(app, start_daemon):
+    config = write_config(os.path.join(app.dir, 'bad.conf'), workers=2, worker_type='fork')
+    daemon = start_daemon(app, '--config', config)
+    status = daemon.wait(15)
+    err = daemon.stderr_text()
+    assert status == 78, 'exit status %s\n%s' % (status, err)
+    assert 'worker_type' in err and 'fork' in err, err
+    assert config in err and 'line 3' in err, err
+    daemon.wait_no_leftovers()
+
+
+def test_unimportable_app_fails_with_hint(app, start_daemon):
+    daemon = start_daemon(app, app_path='no_such_module_xyz.huey')
+    status = daemon.wait(20)
+    err = daemon.stderr_text()
+    assert status not in (0, 78), 'exit status %s\n%s' % (status, err)
+    assert status > 0, 'killed by a signal (%s)\n%s' % (status, err)
+    assert 'no_such_module_xyz' in err, err
+    assert 'PYTHONPATH' in err, err
+    assert app.dir in err or os.path.realpath(app.dir) in err, \
+        'stderr does not name the working directory %s:\n%s' % (app.dir, err)
+    daemon.wait_no_leftovers()
