@@ -55,8 +55,8 @@ class BaseStorage:
         raise NotImplementedError
 
     # --- schedule ----------------------------------------------------------
-    def add_to_schedule(self, data, ts):
-        """Keep ``data`` until unix time ``ts``."""
+    def add_to_schedule(self, data, ts, priority=None):
+        """Keep ``data`` until unix time ``ts``; ``priority`` is the one it will be queued with."""
         raise NotImplementedError
 
     def read_schedule(self, ts):
@@ -125,8 +125,75 @@ class BaseStorage:
     def flush_counters(self):
         raise NotImplementedError
 
+    # --- delivery: claims, leases and recovery ------------------------------
+    # A worker *claims* messages: they move from the queue into that worker's
+    # claims and stay there until the worker acknowledges them, after their
+    # result is stored. Every worker holds a lease it renews by claiming and by
+    # beat(); recover() puts back on the queue the claims of workers whose lease
+    # ran out (killed, out of memory, machine gone). A receipt is whatever the
+    # storage needs to find one claim again.
+
+    def claim(self, worker, count=1, lease=30.0):
+        """Move up to ``count`` messages into ``worker``'s claims; a list of ``(receipt, data)``.
+
+        Renews the worker's lease for ``lease`` seconds. A blocking storage waits
+        up to its read timeout for a message when the queue is empty.
+        """
+        raise NotImplementedError
+
+    def ack(self, worker, receipts):
+        """Forget these claims: their messages are done."""
+        raise NotImplementedError
+
+    def release(self, worker, receipts):
+        """Put these claims back at the head of the queue (the worker stopped before running them)."""
+        raise NotImplementedError
+
+    def beat(self, worker, lease):
+        """Renew ``worker``'s lease for ``lease`` seconds."""
+        raise NotImplementedError
+
+    def retire_worker(self, worker):
+        """A clean exit: release whatever ``worker`` still claims and drop its lease."""
+        raise NotImplementedError
+
+    def recover(self):
+        """Return to the queue the claims of every worker whose lease ran out; how many messages."""
+        raise NotImplementedError
+
+    def claimed_items(self):
+        """``{worker: [data, ...]}`` for every worker holding claims."""
+        raise NotImplementedError
+
+    def move_due(self, ts):
+        """Move every scheduled message due at ``ts`` to the queue in one step; returns them.
+
+        Storages that can do it atomically override this, so a scheduler killed
+        half-way loses nothing; this fallback reads, then enqueues.
+        """
+        due = self.read_schedule(ts)
+        self.enqueue_many([(data, None) for data in due])  # priorities are lost here
+        return due
+
+    # --- dead letters --------------------------------------------------------
+    # Messages that cannot run (undecodable, unknown task, bad signature, or an
+    # at-most-once task that was interrupted) are kept here with why.
+
+    def add_dead_letter(self, key, record):
+        """Store ``record`` (bytes) under the unique ``key``."""
+        raise NotImplementedError
+
+    def dead_letters(self):
+        """Every dead letter as ``(key, record)``, oldest first."""
+        raise NotImplementedError
+
+    def remove_dead_letters(self, keys):
+        """Delete these dead letters; returns how many existed."""
+        raise NotImplementedError
+
     def flush_all(self):
         self.flush_queue()
         self.flush_schedule()
         self.flush_results()
         self.flush_counters()
+        self.remove_dead_letters([key for key, _ in self.dead_letters()])

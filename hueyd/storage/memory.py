@@ -27,6 +27,9 @@ class MemoryStorage(BaseStorage):
         self._schedule = []   # heap of (ts, seq, data)
         self._data = {}       # key -> (value, is_result, expires_at or None)
         self._counters = {}
+        self._claims = {}     # worker -> {receipt (the seq): queue entry}
+        self._leases = {}     # worker -> monotonic expiry
+        self._dead = {}       # key -> record, in insertion order
 
     # --- queue -------------------------------------------------------------
     def enqueue(self, data, priority=None):
@@ -53,11 +56,12 @@ class MemoryStorage(BaseStorage):
     def flush_queue(self):
         with self._lock:
             self._queue = []
+            self._claims = {}
 
     # --- schedule ----------------------------------------------------------
-    def add_to_schedule(self, data, ts):
+    def add_to_schedule(self, data, ts, priority=None):
         with self._lock:
-            heapq.heappush(self._schedule, (ts, next(self._seq), data))
+            heapq.heappush(self._schedule, (ts, next(self._seq), data, priority or 0))
 
     def read_schedule(self, ts):
         due = []
@@ -76,7 +80,7 @@ class MemoryStorage(BaseStorage):
 
     def scheduled_items(self, limit=None):
         with self._lock:
-            return [data for _, _, data in heapq.nsmallest(_count(limit, self._schedule), self._schedule)]
+            return [entry[2] for entry in heapq.nsmallest(_count(limit, self._schedule), self._schedule)]
 
     def flush_schedule(self):
         with self._lock:
@@ -144,6 +148,80 @@ class MemoryStorage(BaseStorage):
     def flush_counters(self):
         with self._lock:
             self._counters = {}
+
+    # --- delivery ----------------------------------------------------------
+    def claim(self, worker, count=1, lease=30.0):
+        with self._lock:
+            self._leases[worker] = time.monotonic() + lease
+            claims = self._claims.setdefault(worker, {})
+            taken = []
+            while self._queue and len(taken) < count:
+                entry = heapq.heappop(self._queue)
+                claims[entry[1]] = entry
+                taken.append((entry[1], entry[2]))
+            return taken
+
+    def ack(self, worker, receipts):
+        with self._lock:
+            claims = self._claims.get(worker, {})
+            for receipt in receipts:
+                claims.pop(receipt, None)
+
+    def release(self, worker, receipts):
+        with self._lock:
+            claims = self._claims.get(worker, {})
+            for receipt in receipts:
+                entry = claims.pop(receipt, None)
+                if entry is not None:  # its seq puts it back in its old place in line
+                    heapq.heappush(self._queue, entry)
+
+    def beat(self, worker, lease):
+        with self._lock:
+            self._leases[worker] = time.monotonic() + lease
+
+    def retire_worker(self, worker):
+        with self._lock:
+            self._requeue_claims(worker)
+
+    def recover(self):
+        now = time.monotonic()
+        with self._lock:
+            dead = [worker for worker, expiry in self._leases.items() if expiry <= now]
+            return sum(self._requeue_claims(worker) for worker in dead)
+
+    def _requeue_claims(self, worker):
+        entries = self._claims.pop(worker, {}).values()
+        for entry in entries:
+            heapq.heappush(self._queue, entry)
+        self._leases.pop(worker, None)
+        return len(entries)
+
+    def claimed_items(self):
+        with self._lock:
+            return {worker: [entry[2] for entry in sorted(claims.values())]
+                    for worker, claims in self._claims.items() if claims}
+
+    def move_due(self, ts):
+        with self._lock:
+            due = []
+            while self._schedule and self._schedule[0][0] <= ts:
+                _, _, data, priority = heapq.heappop(self._schedule)
+                heapq.heappush(self._queue, (-priority, next(self._seq), data))
+                due.append(data)
+            return due
+
+    # --- dead letters ------------------------------------------------------
+    def add_dead_letter(self, key, record):
+        with self._lock:
+            self._dead[key] = record
+
+    def dead_letters(self):
+        with self._lock:
+            return list(self._dead.items())
+
+    def remove_dead_letters(self, keys):
+        with self._lock:
+            return sum(self._dead.pop(key, None) is not None for key in keys)
 
 
 def _count(limit, items):

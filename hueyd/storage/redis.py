@@ -20,6 +20,16 @@ Keys for a queue called ``<name>``:
     Redis itself expires it (a lock whose holder died frees itself).
 ``hueyd.<name>.counters``
     hash of counters.
+``hueyd.<name>.claims.<worker>``
+    list of the messages a worker has claimed and not yet acknowledged.
+``hueyd.<name>.leases``
+    sorted set of workers scored by when their lease runs out (Redis TIME, so
+    every node agrees); ``recover`` returns the claims of lapsed workers.
+``hueyd.<name>.dead``
+    hash of dead letters; ``hueyd.<name>.dead.order`` lists their keys in order.
+
+The delivery scripts build claim keys from the worker name, so they assume a
+single Redis server (not Redis Cluster).
 
 A data key lives in exactly one of ``results``, ``data`` or its ``ttl`` key:
 writes clear the other two, and reads look in all three.
@@ -76,6 +86,99 @@ return 1
 """
 
 
+# Lua helpers shared by the delivery scripts. ARGV[1] is '1' when the queue is
+# a priority sorted set, whose claim entries are "<score>|<member>".
+LUA_NOW = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+"""
+LUA_REQUEUE = """
+local function requeue(queue, wake, entry)
+    if ARGV[1] == '1' then
+        local sep = string.find(entry, '|', 1, true)
+        redis.call('ZADD', queue, string.sub(entry, 1, sep - 1), string.sub(entry, sep + 1))
+        redis.call('LPUSH', wake, '1')
+        redis.call('LTRIM', wake, 0, 63)
+    else
+        redis.call('RPUSH', queue, entry)  -- the head: it runs next
+    end
+end
+"""
+
+# KEYS: queue, claims, leases. ARGV: priority flag, worker, count, lease seconds.
+CLAIM = LUA_NOW + """
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[2])
+local taken = {}
+if ARGV[1] == '1' then
+    local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[3])
+    for i = 1, #popped, 2 do
+        local entry = popped[i + 1] .. '|' .. popped[i]
+        redis.call('LPUSH', KEYS[2], entry)
+        taken[#taken + 1] = entry
+    end
+else
+    for i = 1, tonumber(ARGV[3]) do
+        local entry = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
+        if not entry then break end
+        taken[i] = entry
+    end
+end
+return taken
+"""
+
+# KEYS: leases. ARGV: worker, lease seconds.
+BEAT = LUA_NOW + """
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+"""
+
+# KEYS: claims, queue, wake. ARGV: priority flag, receipts in claim order.
+RELEASE = LUA_REQUEUE + """
+for i = #ARGV, 2, -1 do  -- newest first, so the oldest ends up at the head
+    if redis.call('LREM', KEYS[1], 1, ARGV[i]) > 0 then requeue(KEYS[2], KEYS[3], ARGV[i]) end
+end
+"""
+
+# KEYS: leases, queue, wake. ARGV: priority flag, claims key prefix, one worker
+# (retire it) or '' (every worker whose lease has run out).
+REQUEUE_CLAIMS = LUA_NOW + LUA_REQUEUE + """
+local workers = {ARGV[3]}
+if ARGV[3] == '' then workers = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now) end
+local moved = 0
+for _, worker in ipairs(workers) do
+    local claims = ARGV[2] .. worker
+    while true do
+        local entry = redis.call('LPOP', claims)  -- newest first, as in RELEASE
+        if not entry then break end
+        requeue(KEYS[2], KEYS[3], entry)
+        moved = moved + 1
+    end
+    redis.call('ZREM', KEYS[1], worker)
+end
+return moved
+"""
+
+# KEYS: schedule, queue, queue sequence, wake. ARGV: priority flag, max score.
+# Schedule members are a 16-digit counter, then (priority queues only) an
+# 11-character priority, then the message.
+MOVE_DUE = """
+local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if #items == 0 then return items end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+for _, item in ipairs(items) do
+    if ARGV[1] == '1' then
+        local n = redis.call('INCR', KEYS[3])
+        redis.call('ZADD', KEYS[2], -tonumber(string.sub(item, 17, 27)),
+                   string.format('%016d', n) .. string.sub(item, 28))
+        redis.call('LPUSH', KEYS[4], '1')
+        redis.call('LTRIM', KEYS[4], 0, 63)
+    else
+        redis.call('LPUSH', KEYS[2], string.sub(item, 17))
+    end
+end
+return items
+"""
+
+
 class RedisStorage(BaseStorage):
     #: False: messages come out in FIFO order whatever their priority.
     priority = False
@@ -125,11 +228,21 @@ class RedisStorage(BaseStorage):
         self.data_key = prefix + 'data'
         self.ttl_prefix = (prefix + 'ttl.').encode()
         self.counters_key = prefix + 'counters'
+        self.claims_prefix = prefix + 'claims.'
+        self.leases_key = prefix + 'leases'
+        self.wake_key = prefix + 'queue.wake'
+        self.dead_key = prefix + 'dead'
+        self.dead_order_key = prefix + 'dead.order'
 
         self._add_with_seq = self.conn.register_script(ADD_WITH_SEQ)
         self._read_schedule = self.conn.register_script(READ_SCHEDULE)
         self._pop_data = self.conn.register_script(POP_DATA)
         self._put_if_empty = self.conn.register_script(PUT_IF_EMPTY)
+        self._claim = self.conn.register_script(CLAIM)
+        self._beat = self.conn.register_script(BEAT)
+        self._release = self.conn.register_script(RELEASE)
+        self._requeue_claims = self.conn.register_script(REQUEUE_CLAIMS)
+        self._move_due = self.conn.register_script(MOVE_DUE)
 
     def close(self):
         if self._own_pool:
@@ -166,15 +279,28 @@ class RedisStorage(BaseStorage):
         return self.conn.lrange(self.queue_key, -limit if limit else 0, -1)[::-1]
 
     def flush_queue(self):
-        self.conn.delete(self.queue_key, self.queue_seq_key)
+        claims = list(self.conn.scan_iter(match=_glob_escape(self.claims_prefix.encode()) + b'*'))
+        self.conn.delete(self.queue_key, self.queue_seq_key, self.wake_key, self.leases_key, *claims)
 
     # --- schedule ----------------------------------------------------------
-    def add_to_schedule(self, data, ts):
-        self._add_with_seq(keys=[self.schedule_key, self.schedule_seq_key], args=[data, repr(float(ts))])
+    #: What precedes the message in a schedule member (see MOVE_DUE).
+    schedule_prefix_len = PREFIX_LEN
+
+    def _schedule_member(self, data, priority):
+        return data
+
+    def add_to_schedule(self, data, ts, priority=None):
+        self._add_with_seq(keys=[self.schedule_key, self.schedule_seq_key],
+                           args=[self._schedule_member(data, priority), repr(float(ts))])
 
     def read_schedule(self, ts):
         items = self._read_schedule(keys=[self.schedule_key], args=[repr(float(ts))])
-        return [item[PREFIX_LEN:] for item in items]
+        return [item[self.schedule_prefix_len:] for item in items]
+
+    def move_due(self, ts):
+        items = self._move_due(keys=[self.schedule_key, self.queue_key, self.queue_seq_key,
+                                     self.wake_key], args=[self._flag, repr(float(ts))])
+        return [item[self.schedule_prefix_len:] for item in items]
 
     def next_schedule_time(self):
         first = self.conn.zrange(self.schedule_key, 0, 0, withscores=True)
@@ -184,7 +310,7 @@ class RedisStorage(BaseStorage):
         return self.conn.zcard(self.schedule_key)
 
     def scheduled_items(self, limit=None):
-        return [item[PREFIX_LEN:] for item in self._zrange(self.schedule_key, limit)]
+        return [item[self.schedule_prefix_len:] for item in self._zrange(self.schedule_key, limit)]
 
     def flush_schedule(self):
         self.conn.delete(self.schedule_key, self.schedule_seq_key)
@@ -269,6 +395,82 @@ class RedisStorage(BaseStorage):
     def flush_counters(self):
         self.conn.delete(self.counters_key)
 
+    # --- delivery ----------------------------------------------------------
+    _flag = '0'  # '1' in PriorityRedisStorage: see the Lua scripts
+
+    def _data_of(self, entry):
+        return entry
+
+    def claim(self, worker, count=1, lease=30.0):
+        claims = self.claims_prefix + worker
+        entries = self._claim(keys=[self.queue_key, claims, self.leases_key],
+                              args=[self._flag, worker, count, lease])
+        if not entries and self.blocking:
+            entries = self._wait_and_claim(worker, claims, lease)
+        return [(entry, self._data_of(entry)) for entry in entries]
+
+    def _wait_and_claim(self, worker, claims, lease):
+        # The claim script renewed the lease just before; the move itself is atomic.
+        entry = self.conn.brpoplpush(self.queue_key, claims, timeout=self.read_timeout)
+        return [entry] if entry is not None else []
+
+    def ack(self, worker, receipts):
+        claims = self.claims_prefix + worker
+        pipe = self.conn.pipeline(transaction=False)
+        for receipt in receipts:
+            pipe.lrem(claims, 1, receipt)
+        pipe.execute()
+
+    def release(self, worker, receipts):
+        receipts = list(receipts)
+        if receipts:
+            self._release(keys=[self.claims_prefix + worker, self.queue_key, self.wake_key],
+                          args=[self._flag, *receipts])
+
+    def beat(self, worker, lease):
+        self._beat(keys=[self.leases_key], args=[worker, lease])
+
+    def retire_worker(self, worker):
+        self._requeue_claims(keys=[self.leases_key, self.queue_key, self.wake_key],
+                             args=[self._flag, self.claims_prefix, worker])
+
+    def recover(self):
+        return self._requeue_claims(keys=[self.leases_key, self.queue_key, self.wake_key],
+                                    args=[self._flag, self.claims_prefix, ''])
+
+    def claimed_items(self):
+        claimed = {}
+        start = len(self.claims_prefix)
+        for key in self.conn.scan_iter(match=_glob_escape(self.claims_prefix.encode()) + b'*'):
+            entries = self.conn.lrange(key, 0, -1)
+            if entries:
+                claimed[key.decode()[start:]] = [self._data_of(e) for e in reversed(entries)]
+        return claimed
+
+    # --- dead letters ------------------------------------------------------
+    def add_dead_letter(self, key, record):
+        pipe = self.conn.pipeline()
+        pipe.hset(self.dead_key, key, record)
+        pipe.rpush(self.dead_order_key, key)
+        pipe.execute()
+
+    def dead_letters(self):
+        keys = self.conn.lrange(self.dead_order_key, 0, -1)
+        if not keys:
+            return []
+        records = self.conn.hmget(self.dead_key, keys)
+        return [(key.decode(), record) for key, record in zip(keys, records) if record is not None]
+
+    def remove_dead_letters(self, keys):
+        keys = list(keys)
+        if not keys:
+            return 0
+        pipe = self.conn.pipeline()
+        pipe.hdel(self.dead_key, *keys)
+        for key in keys:
+            pipe.lrem(self.dead_order_key, 1, key)
+        return pipe.execute()[0]
+
 
 class PriorityRedisStorage(RedisStorage):
     """Honours ``priority``: the queue is a sorted set (needs Redis 5 or later).
@@ -278,15 +480,36 @@ class PriorityRedisStorage(RedisStorage):
     out in insertion order (and equal messages stay distinct).
     """
     priority = True
+    _flag = '1'
+    schedule_prefix_len = PREFIX_LEN + 11
+
+    def _schedule_member(self, data, priority):
+        return b'%+011d' % (priority or 0) + data
+
+    def _data_of(self, entry):
+        return entry.split(b'|', 1)[1][PREFIX_LEN:]
+
+    def _wait_and_claim(self, worker, claims, lease):
+        # BZPOPMIN would hold a message outside both the queue and the claims for
+        # a moment; instead wait on the wake-up list, then claim atomically.
+        if self.conn.brpop(self.wake_key, timeout=self.read_timeout) is None:
+            return []
+        return self._claim(keys=[self.queue_key, claims, self.leases_key],
+                           args=[self._flag, worker, 1, lease])
 
     def enqueue(self, data, priority=None):
-        self._add_with_seq(keys=[self.queue_key, self.queue_seq_key], args=[data, -(priority or 0)])
+        self.enqueue_many([(data, priority)])
 
     def enqueue_many(self, items):
+        items = list(items)
+        if not items:
+            return
         pipe = self.conn.pipeline()
         for data, priority in items:
             self._add_with_seq(keys=[self.queue_key, self.queue_seq_key],
                                args=[data, -(priority or 0)], client=pipe)
+        pipe.lpush(self.wake_key, *([b'1'] * min(len(items), 64)))
+        pipe.ltrim(self.wake_key, 0, 63)
         pipe.execute()
 
     def dequeue(self):

@@ -24,13 +24,15 @@ CREATE TABLE IF NOT EXISTS hueyd_queue (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
     data BLOB NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS hueyd_queue_order ON hueyd_queue (name, priority DESC);
+    priority INTEGER NOT NULL DEFAULT 0,
+    claimed_by TEXT);
+CREATE INDEX IF NOT EXISTS hueyd_queue_order ON hueyd_queue (name, claimed_by, priority DESC, id);
 CREATE TABLE IF NOT EXISTS hueyd_schedule (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
     data BLOB NOT NULL,
-    ts REAL NOT NULL);
+    ts REAL NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS hueyd_schedule_ts ON hueyd_schedule (name, ts);
 CREATE TABLE IF NOT EXISTS hueyd_kv (
     name TEXT NOT NULL,
@@ -44,7 +46,21 @@ CREATE TABLE IF NOT EXISTS hueyd_counters (
     key TEXT NOT NULL,
     value INTEGER NOT NULL,
     PRIMARY KEY (name, key));
+CREATE TABLE IF NOT EXISTS hueyd_leases (
+    name TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (name, worker));
+CREATE TABLE IF NOT EXISTS hueyd_dead (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    record BLOB NOT NULL,
+    UNIQUE (name, key));
 """
+# Messages in the queue that no worker has claimed yet.
+UNCLAIMED = 'name = ? AND claimed_by IS NULL'
+
 
 JOURNAL_MODES = ('wal', 'delete', 'truncate', 'persist', 'memory', 'off')
 # Rows whose expires_at has passed (only put_if_empty sets one) count as absent.
@@ -158,23 +174,24 @@ class SqliteStorage(BaseStorage):
 
     def dequeue(self):
         return self._value(
-            'DELETE FROM hueyd_queue WHERE id = (SELECT id FROM hueyd_queue WHERE name = ? '
-            'ORDER BY priority DESC, id LIMIT 1) RETURNING data', self.name)
+            'DELETE FROM hueyd_queue WHERE id = (SELECT id FROM hueyd_queue WHERE ' + UNCLAIMED +
+            ' ORDER BY priority DESC, id LIMIT 1) RETURNING data', self.name)
 
     def queue_size(self):
-        return self._value('SELECT COUNT(*) FROM hueyd_queue WHERE name = ?', self.name)
+        return self._value('SELECT COUNT(*) FROM hueyd_queue WHERE ' + UNCLAIMED, self.name)
 
     def enqueued_items(self, limit=None):
-        rows = self._rows('SELECT data FROM hueyd_queue WHERE name = ? ORDER BY priority DESC, id '
-                          'LIMIT ?', self.name, -1 if limit is None else limit)
+        rows = self._rows('SELECT data FROM hueyd_queue WHERE ' + UNCLAIMED +
+                          ' ORDER BY priority DESC, id LIMIT ?', self.name, -1 if limit is None else limit)
         return [data for data, in rows]
 
     def flush_queue(self):
         self._rows('DELETE FROM hueyd_queue WHERE name = ?', self.name)
 
     # --- schedule ----------------------------------------------------------
-    def add_to_schedule(self, data, ts):
-        self._rows('INSERT INTO hueyd_schedule (name, data, ts) VALUES (?, ?, ?)', self.name, data, ts)
+    def add_to_schedule(self, data, ts, priority=None):
+        self._rows('INSERT INTO hueyd_schedule (name, data, ts, priority) VALUES (?, ?, ?, ?)',
+                   self.name, data, ts, priority or 0)
 
     def read_schedule(self, ts):
         rows = self._rows('DELETE FROM hueyd_schedule WHERE name = ? AND ts <= ? '
@@ -249,3 +266,86 @@ class SqliteStorage(BaseStorage):
 
     def flush_counters(self):
         self._rows('DELETE FROM hueyd_counters WHERE name = ?', self.name)
+
+    # --- delivery ----------------------------------------------------------
+    # A claim is the row's claimed_by column; the receipt is the row id. Leases
+    # use wall-clock time, since every process on the machine shares the file.
+    def _renew(self, conn, worker, lease):
+        conn.execute('INSERT INTO hueyd_leases (name, worker, expires_at) VALUES (?, ?, ?) '
+                     'ON CONFLICT (name, worker) DO UPDATE SET expires_at = excluded.expires_at',
+                     (self.name, worker, time.time() + lease))
+
+    def claim(self, worker, count=1, lease=30.0):
+        with self._immediate() as conn:
+            self._renew(conn, worker, lease)
+            rows = conn.execute(
+                'UPDATE hueyd_queue SET claimed_by = ? WHERE id IN (SELECT id FROM hueyd_queue '
+                'WHERE ' + UNCLAIMED + ' ORDER BY priority DESC, id LIMIT ?) '
+                'RETURNING id, priority, data', (worker, self.name, count)).fetchall()
+        rows.sort(key=lambda row: (-row[1], row[0]))  # RETURNING order is unspecified
+        return [(row_id, data) for row_id, _, data in rows]
+
+    def _by_receipts(self, sql, worker, receipts):
+        receipts = list(receipts)
+        for start in range(0, len(receipts), 500):  # SQLite bounds the number of parameters
+            chunk = receipts[start:start + 500]
+            self._rows(sql % ','.join('?' * len(chunk)), worker, *chunk)
+
+    def ack(self, worker, receipts):
+        self._by_receipts('DELETE FROM hueyd_queue WHERE claimed_by = ? AND id IN (%s)',
+                          worker, receipts)
+
+    def release(self, worker, receipts):
+        # The row keeps its id, so the message goes back to its old place in line.
+        self._by_receipts('UPDATE hueyd_queue SET claimed_by = NULL WHERE claimed_by = ? '
+                          'AND id IN (%s)', worker, receipts)
+
+    def beat(self, worker, lease):
+        with self._immediate() as conn:
+            self._renew(conn, worker, lease)
+
+    def retire_worker(self, worker):
+        with self._immediate() as conn:
+            conn.execute('UPDATE hueyd_queue SET claimed_by = NULL WHERE name = ? AND claimed_by = ?',
+                         (self.name, worker))
+            conn.execute('DELETE FROM hueyd_leases WHERE name = ? AND worker = ?', (self.name, worker))
+
+    def recover(self):
+        now = time.time()
+        with self._immediate() as conn:
+            moved = conn.execute(
+                'UPDATE hueyd_queue SET claimed_by = NULL WHERE name = ? AND claimed_by IS NOT NULL '
+                'AND claimed_by NOT IN (SELECT worker FROM hueyd_leases WHERE name = ? '
+                'AND expires_at > ?)', (self.name, self.name, now)).rowcount
+            conn.execute('DELETE FROM hueyd_leases WHERE name = ? AND expires_at <= ?', (self.name, now))
+        return moved
+
+    def claimed_items(self):
+        claimed = {}
+        for worker, data in self._rows('SELECT claimed_by, data FROM hueyd_queue WHERE name = ? '
+                                       'AND claimed_by IS NOT NULL ORDER BY id', self.name):
+            claimed.setdefault(worker, []).append(data)
+        return claimed
+
+    def move_due(self, ts):
+        with self._immediate() as conn:
+            rows = sorted(conn.execute('DELETE FROM hueyd_schedule WHERE name = ? AND ts <= ? '
+                                       'RETURNING ts, id, data, priority', (self.name, ts)).fetchall())
+            conn.executemany('INSERT INTO hueyd_queue (name, data, priority) VALUES (?, ?, ?)',
+                             [(self.name, data, priority) for _, _, data, priority in rows])
+        return [data for _, _, data, _ in rows]
+
+    # --- dead letters ------------------------------------------------------
+    def add_dead_letter(self, key, record):
+        self._rows('INSERT OR REPLACE INTO hueyd_dead (name, key, record) VALUES (?, ?, ?)',
+                   self.name, key, record)
+
+    def dead_letters(self):
+        return self._rows('SELECT key, record FROM hueyd_dead WHERE name = ? ORDER BY id', self.name)
+
+    def remove_dead_letters(self, keys):
+        removed = 0
+        for key in keys:
+            removed += len(self._rows('DELETE FROM hueyd_dead WHERE name = ? AND key = ? RETURNING 1',
+                                      self.name, key))
+        return removed
