@@ -15,9 +15,9 @@ _EXPORTS = {
     'hueyd.exceptions': ('CancelExecution', 'ConfigurationError', 'HueyException',
                          'RateLimitExceeded', 'ResultTimeout', 'RetryTask', 'TaskException',
                          'TaskLockedException', 'TaskTimeout'),
-    'hueyd.result': ('Result', 'ResultGroup'),
+    'hueyd.result': ('ChordResult', 'Result', 'ResultGroup'),
     'hueyd.serializer': ('Serializer', 'SignedSerializer'),
-    'hueyd.task': ('PeriodicTask', 'Task', 'TaskWrapper'),
+    'hueyd.task': ('PeriodicTask', 'Task', 'TaskWrapper', 'chord', 'group'),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

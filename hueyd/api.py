@@ -1,20 +1,25 @@
 """``Huey``: the object an application creates to declare, enqueue and run tasks."""
 import logging
 import threading
+import time
 import traceback
+import uuid
 from collections import OrderedDict
 
 from hueyd import signals as S
 from hueyd.constants import EmptyData
+from hueyd.deadletter import DeadLetter
+from hueyd.events import (EVENT_ERROR_ENQUEUEING, EVENT_ERROR_SCHEDULING, FAILURE_ATTR,
+                          STORING_RESULT_ATTR, EventEmitter)
 from hueyd.exceptions import (CancelExecution, ConfigurationError, RateLimitExceeded,
                               RetryTask, TaskLockedException, TaskTimeout)
 from hueyd.locks import RateLimit, TaskLock
 from hueyd.registry import Registry
-from hueyd.result import Error, Result, ResultGroup
+from hueyd.result import ChordResult, Error, Result, ResultGroup, Skipped
 from hueyd.serializer import Serializer
 from hueyd.storage import (MemoryStorage, PriorityRedisStorage, RedisStorage,
                            SqliteStorage, storage_from_url)
-from hueyd.task import PeriodicTask, Task, TaskWrapper
+from hueyd.task import PeriodicTask, Task, TaskWrapper, chord, group
 from hueyd.timeouts import timeout_context
 from hueyd.times import from_timestamp, normalize_time, now, to_naive, to_timestamp
 
@@ -55,7 +60,7 @@ class Huey:
     def __init__(self, name='huey', results=True, store_none=False, utc=True,
                  immediate=False, serializer=None, compression=False, use_zlib=False,
                  immediate_use_memory=True, always_eager=None, storage_class=None,
-                 url=None, **storage_kwargs):
+                 url=None, events=None, **storage_kwargs):
         if always_eager is not None:
             immediate = always_eager
         self.name = name
@@ -73,9 +78,13 @@ class Huey:
         self._locks = set()
         self._tasks_in_flight = set()
         self._in_flight_lock = threading.Lock()
+        # Ids of tasks a stopping worker is handing back to the queue itself: an
+        # enqueue() of them (the old advice for SIGNAL_INTERRUPTED handlers) is a no-op.
+        self._releasing = set()
         self.storage = self.create_storage(storage_class or self.storage_class, url, storage_kwargs)
         self._saved_storage = None
         self._immediate = False
+        self._setup_events(events)
         self.immediate = immediate
 
     def create_storage(self, storage_class, url, storage_kwargs):
@@ -106,6 +115,7 @@ class Huey:
         if self.immediate_use_memory:
             if value:
                 self._saved_storage, self.storage = self.storage, MemoryStorage(self.name)
+                self.storage.events_enabled = self.events
             else:
                 self.storage, self._saved_storage = self._saved_storage, None
         self._immediate = value
@@ -214,9 +224,17 @@ class Huey:
         return ResultGroup(chain)
 
     def enqueue(self, task):
-        """Put a task (or the head of a pipeline) on the queue; returns its Result."""
+        """Put a task (or the head of a pipeline) on the queue; returns its Result.
+
+        A pipeline returns a ResultGroup of every stage, a ``group`` a
+        ResultGroup of its members, a ``chord`` a ChordResult.
+        """
+        if isinstance(task, (group, chord)):
+            return self._enqueue_workflow(task)
         task.resolve_expires(self.utc)
-        if self._immediate:
+        if task.id in self._releasing:
+            logger.info('%s is already going back on the queue; not enqueued twice', task)
+        elif self._immediate:
             self._emit(S.SIGNAL_ENQUEUED, task)
             self.execute(task)
         else:
@@ -282,16 +300,28 @@ class Huey:
         """Run one dequeued task here: schedule it if early, skip it if revoked or expired.
 
         Returns the task's return value (None when it did not run or failed).
+        With events on, the events of the whole call are published together at its end.
         """
+        if self._emitter is None:
+            return self._execute(task, timestamp)
+        self._emitter.begin()
+        try:
+            return self._execute(task, timestamp)
+        finally:
+            self._emitter.end()
+
+    def _execute(self, task, timestamp=None):
         timestamp = timestamp or self._now()
         if not self.ready_to_run(task, timestamp):
             self.add_schedule(task)
         elif self.is_revoked(task, timestamp, peek=False):
             logger.warning('%s was revoked, not running it', task)
             self._emit(S.SIGNAL_REVOKED, task)
+            self._abort_chord_member(task, Skipped('revoked', task.id))
         elif task.expires_resolved is not None and task.expires_resolved < timestamp:
             logger.info('%s expired at %s, not running it', task, task.expires_resolved)
             self._emit(S.SIGNAL_EXPIRED, task)
+            self._abort_chord_member(task, Skipped('expired', task.id))
         else:
             return self._run(task)
 
@@ -302,6 +332,7 @@ class Huey:
             self._run_pre_execute(task)
         except CancelExecution:
             self._emit(S.SIGNAL_CANCELED, task)
+            self._abort_chord_member(task, Skipped('canceled', task.id))
             return None
 
         value = exception = retry_eta = None
@@ -318,9 +349,13 @@ class Huey:
             exception = exc
         except RateLimitExceeded as exc:
             logger.info('%s rate-limited by %r for %.3fs', task, exc.key, exc.delay)
-            if exc.retry:
-                task.retries += 1
-                retry_eta = normalize_time(delay=exc.delay, utc=self.utc)
+            # As huey: with retry=True, or with retries of its own left, the task
+            # goes to the schedule, after its retry_delay if it has one, else at
+            # the start of the next window; only retry=True spares its retries.
+            if exc.retry or task.retries:
+                retry_eta = normalize_time(delay=task.retry_delay or exc.delay, utc=self.utc)
+                if exc.retry:
+                    task.retries += 1
             exception = exc
         except KeyboardInterrupt:
             # The worker is being stopped mid-task (SIGTERM in a daemon, Ctrl-C here).
@@ -353,18 +388,30 @@ class Huey:
     def _complete(self, task, value):
         if self.results and not isinstance(task, PeriodicTask) and (
                 value is not None or self.store_none):
-            self.put_result(task.id, value)
+            self._store_result(task, value)
         self._run_hooks(self._post_execute, 'post-execute', task, value, None)
         self._emit(S.SIGNAL_COMPLETE, task)
         if task.on_complete is not None:
             task.on_complete.extend_data(value)
             self.enqueue(task.on_complete)
+        if task.chord_config is not None:
+            self._chord_member_done(task.chord_config, value)
 
     def _fail(self, task, exception, retry_eta):
         final = not task.retries
+        error = None
         if self.results and not isinstance(task, PeriodicTask) and (
                 final or not isinstance(exception, _RETRY_REQUESTS)):
-            self.put_result(task.id, Error(self.build_error_result(task, exception)))
+            error = Error(self.build_error_result(task, exception))
+            self.put_result(task.id, error)
+            if final:
+                # The rest of the pipeline will never run: its results are this error,
+                # so a get() on a later stage raises instead of waiting forever.
+                stage = task.on_complete
+                while stage is not None:
+                    self.put_result(stage.id, error)
+                    stage = stage.on_complete
+        setattr(task, FAILURE_ATTR, exception)  # for the event of the failure signal
         signal = next((name for kind, name in _FAILURE_SIGNALS
                        if isinstance(exception, kind)), None)
         if signal is not None:
@@ -375,9 +422,15 @@ class Huey:
         if not final:
             self._emit(S.SIGNAL_RETRYING, task)
             self._requeue(task, retry_eta)
-        elif task.on_error is not None:
+            return
+        if task.on_error is not None:
             task.on_error.extend_data(exception)
             self.enqueue(task.on_error)
+        if isinstance(exception, CancelExecution):
+            self._abort_chord_member(task, Skipped('canceled', task.id))
+        else:
+            self._abort_chord_member(
+                task, error or Error(self.build_error_result(task, exception)))
 
     def _requeue(self, task, retry_eta):
         task.retries -= 1
@@ -387,11 +440,16 @@ class Huey:
                 task.retry_delay *= task.retry_backoff
         logger.info('retrying %s (%d retries left) %s', task, task.retries,
                     'at %s' % retry_eta if retry_eta else 'now')
-        if retry_eta is None:
-            self.enqueue(task)
-        else:
-            task.eta = retry_eta
-            self.add_schedule(task)
+        try:
+            if retry_eta is None:
+                self.enqueue(task)
+            else:
+                task.eta = retry_eta
+                self.add_schedule(task)
+        except Exception as exc:
+            self.emit_event(EVENT_ERROR_ENQUEUEING if retry_eta is None else EVENT_ERROR_SCHEDULING,
+                            task, exception=exc)
+            raise
 
     def _run_pre_execute(self, task):
         for name, fn in list(self._pre_execute.items()):
@@ -402,6 +460,32 @@ class Huey:
                 raise
             except Exception:
                 logger.exception('pre-execute hook %r failed for %s', name, task)
+
+    def _store_result(self, task, value, patience=60.0):
+        """Store a result, riding out a storage outage for ``patience`` seconds.
+
+        A result that cannot be stored at all (too large, not serializable) is
+        reported with SIGNAL_ERROR and given up: the task ran, and running it
+        again would not help.
+        """
+        deadline = time.monotonic() + patience
+        delay = 0.1
+        while True:
+            try:
+                self.put_result(task.id, value)
+                return True
+            except Exception as exc:
+                transient = isinstance(exc, self.storage.transient_errors)
+                if not transient or time.monotonic() > deadline:
+                    logger.exception('could not store the result of %s; it ran, but its '
+                                     'result is lost', task)
+                    setattr(task, STORING_RESULT_ATTR, True)  # its event: error-storing-result
+                    self._emit(S.SIGNAL_ERROR, task, exc)
+                    return False
+                logger.warning('storage unavailable while storing the result of %s (%s); '
+                               'retrying', task, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def build_error_result(self, task, exception):
         return {
@@ -424,7 +508,7 @@ class Huey:
     # --- the schedule ---------------------------------------------------------
     def add_schedule(self, task):
         eta = to_timestamp(task.eta, self.utc) if task.eta else 0.0
-        self.storage.add_to_schedule(self.serialize_task(task), eta)
+        self.storage.add_to_schedule(self.serialize_task(task), eta, task.priority)
         logger.info('scheduled %s', task)
         self._emit(S.SIGNAL_SCHEDULED, task)
 
@@ -432,6 +516,18 @@ class Huey:
         """Remove and return the scheduled tasks due at ``timestamp`` (default now)."""
         timestamp = timestamp or self._now()
         return self._decode_all(self.storage.read_schedule(to_timestamp(timestamp, self.utc)))
+
+    def enqueue_due(self, timestamp=None):
+        """Move the scheduled tasks due at ``timestamp`` to the queue in one storage step.
+
+        What a scheduler does: nothing is lost if it dies half-way. Emits
+        SIGNAL_ENQUEUED for each task moved and returns them.
+        """
+        timestamp = timestamp or self._now()
+        tasks = self._decode_all(self.storage.move_due(to_timestamp(timestamp, self.utc)))
+        for task in tasks:
+            self._emit(S.SIGNAL_ENQUEUED, task)
+        return tasks
 
     def next_schedule_time(self):
         """When the earliest scheduled task is due (a datetime), or None."""
@@ -527,6 +623,34 @@ class Huey:
     def flush(self):
         self.storage.flush_all()
 
+    # --- dead letters ----------------------------------------------------------
+    def add_dead_letter(self, payload, reason, task=None, key=None):
+        """Keep a message that cannot run, with why; returns its id."""
+        letter = DeadLetter.create(payload, reason, task, key)
+        self.storage.add_dead_letter(letter.id, letter.encode())
+        logger.error('dead letter %s: %s', letter.id, reason)
+        return letter.id
+
+    def dead_letters(self):
+        """Every dead letter (id, reason, time, task name and id when known, raw payload)."""
+        return [DeadLetter.decode(record) for _, record in self.storage.dead_letters()]
+
+    def _chosen_letters(self, ids):
+        letters = self.dead_letters()
+        return letters if ids is None else [letter for letter in letters if letter.id in set(ids)]
+
+    def requeue_dead_letters(self, ids=None):
+        """Put these dead letters' messages (all when ``ids`` is None) back on the queue."""
+        letters = self._chosen_letters(ids)
+        self.storage.enqueue_many([(letter.payload, None) for letter in letters])
+        self.storage.remove_dead_letters([letter.id for letter in letters])
+        return len(letters)
+
+    def purge_dead_letters(self, ids=None):
+        """Delete these dead letters (all when ``ids`` is None); returns how many."""
+        return self.storage.remove_dead_letters(
+            [letter.id for letter in self._chosen_letters(ids)])
+
     # --- locks and rate limits ------------------------------------------------
     def lock_task(self, lock_name, ttl=None):
         """A lock usable as ``@huey.lock_task(name)`` or ``with huey.lock_task(name):``."""
@@ -546,6 +670,104 @@ class Huey:
 
     def rate_limit(self, name, limit, per, retry=True):
         return RateLimit(self, name, limit, per, retry)
+
+    # --- workflows: groups and chords -------------------------------------------
+    def _enqueue_workflow(self, workflow):
+        if isinstance(workflow, chord):
+            return self._enqueue_chord(workflow)
+        handles = [self.enqueue(task) for task in workflow.tasks]
+        return ResultGroup(handles) if self.results else None
+
+    def _enqueue_chord(self, workflow):
+        """Enqueue the members; the last one to finish enqueues the callback.
+
+        Each member's last stage carries ``(chord id, size, index, callback)``.
+        When a member ends, for good, its value (or an Error, or a Skipped) is
+        stored under ``chord:<id>:<index>`` with put_if_empty (so a member that
+        runs twice, e.g. redelivered after a crash, counts once) and the counter
+        ``chord:<id>`` is incremented atomically; whoever brings it to ``size``
+        reads the values in member order and enqueues the callback.
+        """
+        cid, size = str(uuid.uuid4()), len(workflow.tasks)
+        callback = workflow.callback
+        members, heads = [], []
+        for index, member in enumerate(workflow.tasks):
+            if isinstance(member, group):
+                raise ValueError('a group cannot be a chord member; make it a chord '
+                                 'with .then() first')
+            head = member.callback if isinstance(member, chord) else member
+            tail = head
+            while tail.on_complete is not None:
+                tail = tail.on_complete
+            tail.chord_config = (cid, size, index, callback)
+            members.append(Result(self, tail))
+            if isinstance(member, chord):
+                self._enqueue_chord(member)  # its callback reports to this chord
+            else:
+                heads.append(head)
+        if heads:
+            self.enqueue_many(heads)
+        if not size:
+            callback.extend_data(([],))
+            self.enqueue(callback)
+        stages = []
+        stage = callback
+        while stage is not None:
+            stages.append(Result(self, stage))
+            stage = stage.on_complete
+        return ChordResult(members, stages[0], ResultGroup(stages) if len(stages) > 1 else None)
+
+    def _chord_member_done(self, config, value):
+        cid, size, index, callback = config
+        if not self.put_if_empty('chord:%s:%d' % (cid, index), value):
+            logger.warning('member %d of chord %s ended a second time (a redelivered '
+                           'task?); it was counted once', index, cid)
+            return
+        if self.storage.incr('chord:%s' % cid) != size:
+            return
+        keys = ['chord:%s:%d' % (cid, i) for i in range(size)]
+        results = [None if data is EmptyData else self.serializer.deserialize(data)
+                   for data in self.storage.peek_many(keys)]
+        for key in keys:
+            self.storage.delete_data(key)
+        self.storage.delete_counter('chord:%s' % cid)
+        callback.extend_data((results,))
+        self.enqueue(callback)
+
+    def _abort_chord_member(self, task, value):
+        """A pipeline stage ended it for good: its chord (if any) gets ``value`` for it."""
+        while task is not None:
+            if task.chord_config is not None:
+                return self._chord_member_done(task.chord_config, value)
+            task = task.on_complete
+
+    # --- events ---------------------------------------------------------------------
+    def _setup_events(self, events):
+        storage = self.storage
+        if events is None:
+            events = storage.supports_events and storage.events_by_default
+        elif events and not storage.supports_events:
+            raise storage._events_unsupported()
+        self.events = bool(events)
+        storage.events_enabled = self.events
+        self._emitter = None
+        if self.events:
+            self._emitter = EventEmitter(self)
+            self._emitter.connect()
+
+    def emit_event(self, status, task=None, **extra):
+        """Publish one consumer event (see hueyd.events) through the storage.
+
+        The standard fields come from ``task`` (None for events about no task);
+        ``exception=exc`` adds ``error`` and ``traceback``; other keywords are
+        added as they are (JSON-encodable, else their str()). Inside
+        ``execute()`` the event joins that call's batch; elsewhere it is
+        published at once. Returns the event, or None when events are off.
+        """
+        if self._emitter is None:
+            return None
+        exception = extra.pop('exception', None)
+        return self._emitter.emit(self._emitter.build(status, task, exception, **extra))
 
     def __repr__(self):
         return '<%s %r storage=%s>' % (type(self).__name__, self.name,

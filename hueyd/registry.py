@@ -4,11 +4,14 @@ from collections import namedtuple
 from hueyd.exceptions import TaskNotFound
 
 # Everything needed to rebuild a task in another process. ``on_complete`` and
-# ``on_error`` hold nested Messages for pipelines.
+# ``on_error`` hold nested Messages for pipelines; ``chord_config`` is None or
+# ``(chord id, size, index, callback Message)`` for the last stage of a chord
+# member. It comes last with a default, so messages written before it existed
+# still load.
 Message = namedtuple('Message', (
     'id', 'name', 'eta', 'retries', 'retry_delay', 'retry_backoff', 'priority',
     'expires', 'expires_resolved', 'timeout', 'on_complete', 'on_error',
-    'args', 'kwargs'))
+    'args', 'kwargs', 'chord_config'), defaults=(None,))
 
 
 class Registry:
@@ -59,7 +62,14 @@ class Registry:
             task.expires_resolved, task.timeout,
             self.create_message(task.on_complete) if task.on_complete else None,
             self.create_message(task.on_error) if task.on_error else None,
-            task.args, task.kwargs)
+            task.args, task.kwargs,
+            self._chord_message(task.chord_config))
+
+    def _chord_message(self, config):
+        if config is None:
+            return None
+        cid, size, index, callback = config
+        return (cid, size, index, self.create_message(callback))
 
     def create_task(self, message):
         if not isinstance(message, Message):
@@ -72,4 +82,11 @@ class Registry:
             expires=message.expires, expires_resolved=message.expires_resolved,
             timeout=message.timeout,
             on_complete=self.create_task(message.on_complete) if message.on_complete else None,
-            on_error=self.create_task(message.on_error) if message.on_error else None)
+            on_error=self.create_task(message.on_error) if message.on_error else None,
+            chord_config=self._chord_config(message.chord_config))
+
+    def _chord_config(self, data):
+        if data is None:
+            return None
+        cid, size, index, callback = data
+        return (cid, size, index, self.create_task(callback))

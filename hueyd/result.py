@@ -12,8 +12,45 @@ class Error:
     def __init__(self, metadata):
         self.metadata = metadata
 
+    def __eq__(self, other):
+        return isinstance(other, Error) and self.metadata == other.metadata
+
+    __hash__ = None
+
     def __repr__(self):
         return '<Error %s>' % self.metadata.get('error')
+
+
+class Skipped:
+    """What a chord member that never ran contributes to the callback's results.
+
+    ``reason`` is ``'revoked'``, ``'expired'`` or ``'canceled'`` (by a
+    pre-execute hook, or by the task raising CancelExecution with no retry
+    left); ``task_id`` is the member's id. It is falsy, so ``filter(None,
+    results)`` drops it along with None.
+    """
+
+    __slots__ = ('reason', 'task_id')
+
+    def __init__(self, reason, task_id=None):
+        self.reason = reason
+        self.task_id = task_id
+
+    def __bool__(self):
+        return False
+
+    def __eq__(self, other):
+        return (isinstance(other, Skipped) and self.reason == other.reason
+                and self.task_id == other.task_id)
+
+    def __hash__(self):
+        return hash((self.reason, self.task_id))
+
+    def __reduce__(self):
+        return (Skipped, (self.reason, self.task_id))
+
+    def __repr__(self):
+        return '<Skipped %s %s>' % (self.reason, self.task_id)
 
 
 class Result:
@@ -144,3 +181,36 @@ class ResultGroup:
             else:
                 delay = 0.005
             pending = still
+
+
+class ChordResult:
+    """What enqueueing a chord returns: ``get()`` waits for the callback's value.
+
+    ``results`` is a ResultGroup of the members (each member's last stage);
+    ``callback`` the callback's Result; ``pipeline_results`` a ResultGroup of
+    the callback and the stages after it, when it has any (else None).
+    """
+
+    def __init__(self, results, callback_result, pipeline=None):
+        self.results = ResultGroup(results)
+        self.callback = callback_result
+        self.pipeline_results = pipeline
+
+    @property
+    def id(self):
+        return self.callback.id
+
+    def __call__(self, *args, **kwargs):
+        return self.get(*args, **kwargs)
+
+    def get(self, *args, **kwargs):
+        return self.callback.get(*args, **kwargs)
+
+    def is_ready(self):
+        return self.callback.is_ready()
+
+    def reset(self):
+        self.callback.reset()
+
+    def __repr__(self):
+        return '<ChordResult %d members -> %s>' % (len(self.results), self.callback.task)

@@ -68,9 +68,9 @@ class SignedSerializer(Serializer):
     def deserialize(self, data):
         if not isinstance(data, (bytes, bytearray)) or len(data) <= self.digest_size:
             raise SignatureError(
-                'refusing to deserialize an unsigned or truncated message '
-                '(%d bytes): it was not written by a SignedSerializer with this '
-                'secret. Check that the producer uses the same serializer.'
+                'refusing to deserialize a message without a signature (%d bytes, '
+                'unsigned or truncated): it was not written by a SignedSerializer. '
+                'Check that the producer uses the same serializer and secret.'
                 % len(data or b''))
         signature, payload = data[:self.digest_size], data[self.digest_size:]
         if not hmac.compare_digest(signature, self._sign(payload)):

@@ -1,4 +1,5 @@
 """Tasks: ``Task`` is one call of a task function; ``TaskWrapper`` is the decorated function."""
+import datetime
 import functools
 import time
 import uuid
@@ -16,10 +17,13 @@ class Task:
     default_priority = None
     default_expires = None
     default_timeout = None
+    #: Never run twice: after an interruption the task goes to the dead letters instead.
+    at_most_once = False
 
     def __init__(self, args=None, kwargs=None, id=None, eta=None, retries=None,
                  retry_delay=None, retry_backoff=None, priority=None, expires=None,
-                 expires_resolved=None, timeout=None, on_complete=None, on_error=None):
+                 expires_resolved=None, timeout=None, on_complete=None, on_error=None,
+                 chord_config=None):
         self.name = type(self).__name__
         self.args = tuple(args) if args is not None else ()
         self.kwargs = dict(kwargs) if kwargs is not None else {}
@@ -34,6 +38,9 @@ class Task:
         self.timeout = self.default_timeout if timeout is None else timeout
         self.on_complete = on_complete
         self.on_error = on_error
+        # (chord id, member count, member index, callback Task) when this task
+        # ends a chord member; see Huey.enqueue(chord(...)).
+        self.chord_config = chord_config
         self._deadline = None
 
     @property
@@ -52,26 +59,42 @@ class Task:
 
     # --- pipelines ------------------------------------------------------------
     def then(self, task, *args, **kwargs):
-        """Run ``task`` after this one (and after the rest of the pipeline) with the result appended."""
-        last = self
-        while last.on_complete is not None:
-            last = last.on_complete
-        last.on_complete = _as_task(task, args, kwargs)
+        """Run ``task`` after this pipeline's last stage, with that stage's result appended.
+
+        ``task`` is a task function (``args``/``kwargs`` go to its ``.s()``,
+        special options such as ``delay=`` included) or a task from ``.s()``
+        (``args``/``kwargs`` are appended to its own). Returns this task.
+        """
+        if self.on_complete is not None:
+            self.on_complete.then(task, *args, **kwargs)
+        else:
+            self.on_complete = _as_task(task, args, kwargs)
         return self
 
     def error(self, task, *args, **kwargs):
-        """Run ``task`` with the exception appended if this one fails for good."""
-        self.on_error = _as_task(task, args, kwargs)
+        """Run ``task`` with the exception appended if this task fails for good.
+
+        A second call chains the handler onto the first handler, as huey does.
+        """
+        if self.on_error is not None:
+            self.on_error.error(task, *args, **kwargs)
+        else:
+            self.on_error = _as_task(task, args, kwargs)
         return self
 
     def extend_data(self, data):
-        """Append the previous stage's result to this task's arguments."""
+        """Append the previous stage's result to this task's arguments.
+
+        A tuple is spread as arguments, a dict fills keyword arguments the task
+        does not already have, anything else becomes one more argument.
+        """
         if data is None or data == ():
             return
         if isinstance(data, tuple):
             self.args += data
         elif isinstance(data, dict):
-            self.kwargs.update(data)
+            for key, value in data.items():
+                self.kwargs.setdefault(key, value)
         else:
             self.args += (data,)
 
@@ -116,13 +139,22 @@ class PeriodicTask(Task):
 
 
 def _as_task(task, args, kwargs):
+    """A pipeline stage from ``then()``/``error()`` arguments, as huey builds it."""
+    if isinstance(task, Task):
+        if args:
+            task.extend_data(tuple(args))
+        if kwargs:
+            task.extend_data(dict(kwargs))
+        return task
     if isinstance(task, TaskWrapper):
         return task.s(*args, **kwargs)
-    if isinstance(task, Task):
-        if args or kwargs:
-            raise ValueError('pass arguments to .s(), not to then()/error(), for a task instance')
-        return task
     raise TypeError('expected a task function or a task from .s(), got %r' % (task,))
+
+
+# Keyword arguments that .s() (and so calling a task, and then()) takes as
+# options of the call rather than passing them on to the task function.
+SPECIAL_OPTIONS = ('id', 'retries', 'retry_delay', 'retry_backoff', 'priority',
+                   'expires', 'timeout')
 
 
 class TaskWrapper:
@@ -158,8 +190,20 @@ class TaskWrapper:
         return self.huey._registry.unregister(self.task_class)
 
     def s(self, *args, **kwargs):
-        """A task for these arguments, not yet enqueued (for pipelines)."""
-        return self.task_class(args, kwargs)
+        """A task for these arguments, not yet enqueued (for pipelines).
+
+        As in huey, the keyword arguments ``eta``, ``delay`` (seconds or a
+        timedelta, counted from this call), ``id``, ``retries``, ``retry_delay``,
+        ``retry_backoff``, ``priority``, ``expires`` and ``timeout`` set options
+        of this call and are not passed to the function.
+        """
+        eta, delay = kwargs.pop('eta', None), kwargs.pop('delay', None)
+        if isinstance(delay, datetime.timedelta):
+            delay = delay.total_seconds()
+        if eta is not None or delay is not None:
+            eta = normalize_time(eta, delay, self.huey.utc)
+        options = {name: kwargs.pop(name, None) for name in SPECIAL_OPTIONS}
+        return self.task_class(args, kwargs, eta=eta, **options)
 
     def __call__(self, *args, **kwargs):
         return self.huey.enqueue(self.s(*args, **kwargs))
@@ -206,3 +250,62 @@ class TaskWrapper:
 
     def __repr__(self):
         return '<TaskWrapper %s.%s>' % (self.func.__module__, self.name)
+
+
+# --- workflows ----------------------------------------------------------------
+
+class group:
+    """Tasks that run in parallel: ``huey.enqueue(group([...]))`` returns a ResultGroup.
+
+    ``group(tasks).then(callback)`` is ``chord(tasks, callback)``.
+    """
+
+    def __init__(self, tasks):
+        self.tasks = list(tasks)
+
+    def then(self, task, *args, **kwargs):
+        return chord(self.tasks, _as_task(task, args, kwargs))
+
+    def error(self, task, *args, **kwargs):
+        """Give every member the same error handler (each failure runs its own copy)."""
+        for member in self.tasks:
+            handler = _copy_task(task) if isinstance(task, Task) else task
+            member.error(handler, *args, **kwargs)
+        return self
+
+    def __repr__(self):
+        return '<group of %d>' % len(self.tasks)
+
+
+class chord:
+    """Members run in parallel; ``callback`` runs once, after all of them, with their results.
+
+    The callback gets one more argument: the list of the members' results in
+    member order (see ``Huey.enqueue``, which also says what a member that did
+    not succeed contributes). ``then()``/``error()`` extend the callback's pipeline.
+    """
+
+    def __init__(self, tasks, callback):
+        self.tasks = list(tasks)
+        self.callback = _as_task(callback, (), {})
+
+    def then(self, task, *args, **kwargs):
+        self.callback.then(task, *args, **kwargs)
+        return self
+
+    def error(self, task, *args, **kwargs):
+        self.callback.error(task, *args, **kwargs)
+        return self
+
+    def __repr__(self):
+        return '<chord of %d -> %s>' % (len(self.tasks), self.callback)
+
+
+def _copy_task(task):
+    """A copy of ``task`` (and its pipeline) with fresh ids, for handlers shared by many tasks."""
+    return type(task)(
+        task.args, task.kwargs, eta=task.eta, retries=task.retries,
+        retry_delay=task.retry_delay, retry_backoff=task.retry_backoff,
+        priority=task.priority, expires=task.expires, timeout=task.timeout,
+        on_complete=_copy_task(task.on_complete) if task.on_complete else None,
+        on_error=_copy_task(task.on_error) if task.on_error else None)

@@ -522,7 +522,7 @@ class ListStorage(BaseStorage):
     def flush_queue(self):
         self.queue.clear()
 
-    def add_to_schedule(self, data, ts):
+    def add_to_schedule(self, data, ts, priority=None):
         self.schedule.append((ts, data))
         self.schedule.sort(key=lambda item: item[0])
 

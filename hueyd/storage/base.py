@@ -23,6 +23,8 @@ class BaseStorage:
     blocking = False
     #: True when several processes on this machine (or others) see the same data.
     shared = True
+    #: Errors that mean "the storage is unreachable for now": worth retrying.
+    transient_errors = (ConnectionError, TimeoutError)
 
     def __init__(self, name='huey', **storage_kwargs):
         self.name = name
@@ -181,15 +183,53 @@ class BaseStorage:
 
     def add_dead_letter(self, key, record):
         """Store ``record`` (bytes) under the unique ``key``."""
-        raise NotImplementedError
+        raise NotImplementedError('%s keeps no dead letters' % type(self).__name__)
 
     def dead_letters(self):
         """Every dead letter as ``(key, record)``, oldest first."""
-        raise NotImplementedError
+        return []
 
     def remove_dead_letters(self, keys):
         """Delete these dead letters; returns how many existed."""
-        raise NotImplementedError
+        return 0
+
+    # --- events (optional) -------------------------------------------------
+    # Consumer events (hueyd.events) are JSON documents in bytes. A storage that
+    # can carry them sets ``supports_events`` and implements publish_events()
+    # and listener(); Huey then publishes when created with events=True (or,
+    # with events=None, when ``events_by_default`` is true).
+    supports_events = False
+    events_by_default = False
+    #: Set by Huey from its ``events`` option; when False, listener() refuses
+    #: instead of waiting for events that nobody will publish.
+    events_enabled = True
+
+    def publish_events(self, events):
+        """Publish ``events`` (a list of bytes), in order, in one round trip."""
+        raise self._events_unsupported()
+
+    def listener(self):
+        """A ``hueyd.events.EventListener`` for the events published from now on."""
+        raise self._events_unsupported()
+
+    def __iter__(self):
+        """``for event in storage:`` every event published from now on, decoded, forever."""
+        return iter(self.listener())
+
+    def _events_unsupported(self):
+        from hueyd.exceptions import ConfigurationError
+        return ConfigurationError(
+            '%s cannot carry consumer events: use RedisStorage (publish/subscribe), '
+            'SqliteStorage (a table of the latest events) or MemoryStorage (one process), '
+            'or create the Huey with events=False' % type(self).__name__)
+
+    def _check_events_enabled(self):
+        if not self.events_enabled:
+            from hueyd.exceptions import ConfigurationError
+            raise ConfigurationError(
+                'events are off for queue %r, so no event would ever arrive: create the '
+                'Huey with events=True, in the application and in the daemon, to have '
+                '%s carry them' % (self.name, type(self).__name__))
 
     def flush_all(self):
         self.flush_queue()

@@ -3,6 +3,7 @@
 Nothing is shared between processes (``shared = False``); every method takes
 one lock, so threads of the same process can use one instance safely.
 """
+import collections
 import heapq
 import itertools
 import threading
@@ -149,6 +150,33 @@ class MemoryStorage(BaseStorage):
         with self._lock:
             self._counters = {}
 
+    # --- events: an in-process log (this process's listeners only) -------------
+    supports_events = True
+    events_by_default = False
+    events_keep = 10000
+
+    def _event_log(self):
+        log = self.__dict__.get('_events')
+        if log is None:
+            with self._lock:
+                log = self.__dict__.setdefault('_events', _EventLog(self.events_keep))
+        return log
+
+    def publish_events(self, events):
+        self._event_log().append(events)
+
+    def listener(self):
+        from hueyd.events import EventListener
+        self._check_events_enabled()
+        log = self._event_log()
+        position = [log.last]
+
+        def fetch(timeout):
+            position[0], found = log.read(position[0], timeout)
+            return found
+
+        return EventListener('hueyd.%s.events' % self.name, fetch)
+
     # --- delivery ----------------------------------------------------------
     def claim(self, worker, count=1, lease=30.0):
         with self._lock:
@@ -226,3 +254,31 @@ class MemoryStorage(BaseStorage):
 
 def _count(limit, items):
     return len(items) if limit is None else max(0, min(limit, len(items)))
+
+
+class _EventLog:
+    """The newest ``keep`` events, numbered; readers wait on a condition for new ones."""
+
+    def __init__(self, keep):
+        self._entries = collections.deque(maxlen=keep)  # (number, data)
+        self._cond = threading.Condition()
+        self.last = 0
+
+    def append(self, events):
+        with self._cond:
+            for data in events:
+                self.last += 1
+                self._entries.append((self.last, data))
+            self._cond.notify_all()
+
+    def read(self, after, timeout):
+        """``(last number read, [data, ...])`` of the events after ``after``."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.last > after, timeout)
+            found = []
+            for n, data in reversed(self._entries):
+                if n <= after:
+                    break
+                found.append((n, data))
+            found.reverse()
+        return (found[-1][0] if found else after), [data for _, data in found]

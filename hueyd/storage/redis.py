@@ -182,6 +182,8 @@ return items
 class RedisStorage(BaseStorage):
     #: False: messages come out in FIFO order whatever their priority.
     priority = False
+    transient_errors = BaseStorage.transient_errors + (
+        (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) if redis else ())
 
     def __init__(self, name='huey', blocking=True, read_timeout=1, connection_pool=None,
                  url=None, client_name=None, **connection_params):
@@ -394,6 +396,52 @@ class RedisStorage(BaseStorage):
 
     def flush_counters(self):
         self.conn.delete(self.counters_key)
+
+    # --- events: PUBLISH on hueyd.<name>.events ------------------------------
+    supports_events = True
+    events_by_default = True  # as huey's RedisHuey
+
+    @property
+    def events_channel(self):
+        return 'hueyd.%s.events' % self.name
+
+    def publish_events(self, events):
+        if len(events) == 1:
+            self.conn.publish(self.events_channel, events[0])
+            return
+        pipe = self.conn.pipeline(transaction=False)  # one round trip, no MULTI
+        for data in events:
+            pipe.publish(self.events_channel, data)
+        pipe.execute()
+
+    def listener(self):
+        """Subscribes now (it returns once Redis confirmed), so no later event is missed."""
+        from hueyd.events import EventListener
+        self._check_events_enabled()
+        pubsub = self.conn.pubsub()
+        pubsub.subscribe(self.events_channel)
+        early = []
+        while True:
+            message = pubsub.get_message(timeout=5)
+            if message is None:
+                pubsub.close()
+                raise ConfigurationError('Redis did not confirm the subscription to %r'
+                                         % self.events_channel)
+            if message['type'] == 'subscribe':
+                break
+            early.append(message['data'])  # not expected before the confirmation
+
+        def fetch(timeout):
+            found = early[:]
+            del early[:]
+            message = pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+            while message is not None:
+                if message['type'] == 'message':
+                    found.append(message['data'])
+                message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+            return found
+
+        return EventListener(self.events_channel, fetch, pubsub.close)
 
     # --- delivery ----------------------------------------------------------
     _flag = '0'  # '1' in PriorityRedisStorage: see the Lua scripts

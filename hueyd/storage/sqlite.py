@@ -58,6 +58,14 @@ CREATE TABLE IF NOT EXISTS hueyd_dead (
     record BLOB NOT NULL,
     UNIQUE (name, key));
 """
+# Created on first use of events only (see SqliteStorage.publish_events).
+EVENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS hueyd_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS hueyd_events_name ON hueyd_events (name, id);
+"""
 # Messages in the queue that no worker has claimed yet.
 UNCLAIMED = 'name = ? AND claimed_by IS NULL'
 
@@ -70,6 +78,8 @@ LIVE = '(expires_at IS NULL OR expires_at > ?)'
 class SqliteStorage(BaseStorage):
     blocking = False
     priority = True
+    # "database is locked" outlasting the busy timeout is worth another try.
+    transient_errors = BaseStorage.transient_errors + (sqlite3.OperationalError,)
 
     def __init__(self, name='huey', filename='huey.db', cache_mb=8, fsync=False,
                  journal_mode='wal', timeout=5, **kwargs):
@@ -266,6 +276,60 @@ class SqliteStorage(BaseStorage):
 
     def flush_counters(self):
         self._rows('DELETE FROM hueyd_counters WHERE name = ?', self.name)
+
+    # --- events: a bounded table, polled by listeners --------------------------
+    # SQLite has no publish/subscribe: events are rows that listeners poll for.
+    # About the newest ``events_keep`` rows per queue are kept (older ones are
+    # deleted every few hundred inserts); a listener slower than that misses some.
+    supports_events = True
+    events_by_default = False  # huey's SqliteHuey had no events
+    events_keep = 10000
+    events_poll = 0.05  # seconds between a listener's looks at the table
+    EVENTS_TRIM_EVERY = 500
+
+    def _events_conn(self):
+        conn = self.conn
+        if getattr(self._local, 'events_conn', None) is not conn:
+            conn.executescript(EVENTS_SCHEMA)
+            self._local.events_conn = conn
+        return conn
+
+    def publish_events(self, events):
+        conn = self._events_conn()
+        rows = [(self.name, data) for data in events]
+        with self._immediate():
+            conn.executemany('INSERT INTO hueyd_events (name, data) VALUES (?, ?)', rows)
+            last = conn.execute('SELECT last_insert_rowid()').fetchone()[0]
+            if last // self.EVENTS_TRIM_EVERY != (last - len(rows)) // self.EVENTS_TRIM_EVERY:
+                conn.execute('DELETE FROM hueyd_events WHERE name = ? AND id <= (SELECT id FROM '
+                             'hueyd_events WHERE name = ? ORDER BY id DESC LIMIT 1 OFFSET ?)',
+                             (self.name, self.name, self.events_keep))
+
+    def read_events(self, after=0, limit=1000):
+        """``[(id, data)]`` of the events after the id ``after``, oldest first."""
+        return self._events_conn().execute(
+            'SELECT id, data FROM hueyd_events WHERE name = ? AND id > ? ORDER BY id LIMIT ?',
+            (self.name, after, limit)).fetchall()
+
+    def listener(self):
+        from hueyd.events import EventListener
+        self._check_events_enabled()
+        position = [self._events_conn().execute(
+            'SELECT COALESCE(MAX(id), 0) FROM hueyd_events').fetchone()[0]]
+
+        def fetch(timeout):
+            deadline = time.monotonic() + timeout
+            while True:
+                rows = self.read_events(position[0])
+                if rows:
+                    position[0] = rows[-1][0]
+                    return [data for _, data in rows]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return []
+                time.sleep(min(self.events_poll, left))
+
+        return EventListener('hueyd.%s.events' % self.name, fetch)
 
     # --- delivery ----------------------------------------------------------
     # A claim is the row's claimed_by column; the receipt is the row id. Leases

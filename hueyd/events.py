@@ -1,0 +1,236 @@
+"""Consumer events: a JSON record of what happened to each task, published through storage.
+
+Events are derived from signals, never raised on their own: ``EventEmitter``
+is a receiver connected to a Huey's signals, so an event exists exactly when
+its signal fired (plus the few daemon events that have no signal, sent with
+``Huey.emit_event``).
+
+Every event is a dict with ``status``, ``id``, ``task`` (the task's name),
+``retries`` (left), ``retry_delay`` and ``execute_time`` (the task's ETA as a
+unix timestamp, or None). Failures add ``error`` (True) and ``traceback``;
+``started``, ``revoked``, ``expired`` and the periodic events add ``timestamp``
+(unix time); ``finished`` and the failures of a task that ran add ``duration``
+(seconds).
+
+Cost: the events of one ``Huey.execute()`` call are buffered (per thread, or per
+greenlet under gevent) and published in one storage call when it returns;
+events sent outside ``execute()`` are published at once.
+"""
+import json
+import logging
+import threading
+import time
+import traceback
+
+from hueyd import signals as S
+from hueyd.times import to_timestamp
+
+logger = logging.getLogger('hueyd.events')
+
+# The events huey's consumer documented (huey 0.4 spelled the errors with "-ing").
+EVENT_CHECKING_PERIODIC = 'checking-periodic'
+EVENT_ERROR_DEQUEUEING = 'error-dequeueing'
+EVENT_ERROR_ENQUEUEING = 'error-enqueueing'
+EVENT_ERROR_INTERNAL = 'error-internal'
+EVENT_ERROR_SCHEDULING = 'error-scheduling'
+EVENT_ERROR_STORING_RESULT = 'error-storing-result'
+EVENT_ERROR_TASK = 'error-task'
+EVENT_FINISHED = 'finished'
+EVENT_RETRYING = 'retrying'
+EVENT_REVOKED = 'revoked'
+EVENT_SCHEDULED = 'scheduled'
+EVENT_SCHEDULING_PERIODIC = 'scheduling-periodic'
+EVENT_STARTED = 'started'
+
+# hueyd's own, one for each signal huey added since (named like the signal).
+EVENT_CANCELED = 'canceled'
+EVENT_EXPIRED = 'expired'
+EVENT_INTERRUPTED = 'interrupted'
+EVENT_LOCKED = 'locked'
+EVENT_RATE_LIMITED = 'rate-limited'
+EVENT_TIMEOUT = 'timeout'
+
+# Which signal produces which event. SIGNAL_ENQUEUED produces none: huey's
+# consumer never reported enqueueing, and the documented orderings leave it out.
+SIGNAL_EVENTS = {
+    S.SIGNAL_EXECUTING: EVENT_STARTED,
+    S.SIGNAL_COMPLETE: EVENT_FINISHED,
+    S.SIGNAL_ERROR: EVENT_ERROR_TASK,
+    S.SIGNAL_RETRYING: EVENT_RETRYING,
+    S.SIGNAL_SCHEDULED: EVENT_SCHEDULED,
+    S.SIGNAL_REVOKED: EVENT_REVOKED,
+    S.SIGNAL_EXPIRED: EVENT_EXPIRED,
+    S.SIGNAL_CANCELED: EVENT_CANCELED,
+    S.SIGNAL_LOCKED: EVENT_LOCKED,
+    S.SIGNAL_TIMEOUT: EVENT_TIMEOUT,
+    S.SIGNAL_RATE_LIMITED: EVENT_RATE_LIMITED,
+    S.SIGNAL_INTERRUPTED: EVENT_INTERRUPTED,
+}
+
+# Events that carry the moment they happened, and those that carry how long the task ran.
+TIMESTAMPED = frozenset((EVENT_STARTED, EVENT_REVOKED, EVENT_EXPIRED, EVENT_CHECKING_PERIODIC,
+                         EVENT_SCHEDULING_PERIODIC))
+TIMED = frozenset((EVENT_FINISHED, EVENT_ERROR_TASK, EVENT_ERROR_STORING_RESULT, EVENT_TIMEOUT,
+                   EVENT_LOCKED, EVENT_RATE_LIMITED, EVENT_CANCELED, EVENT_INTERRUPTED))
+# Failures: they carry error=True and the traceback of the exception, when there is one.
+FAILURES = frozenset((EVENT_ERROR_TASK, EVENT_ERROR_STORING_RESULT, EVENT_ERROR_DEQUEUEING,
+                      EVENT_ERROR_ENQUEUEING, EVENT_ERROR_INTERNAL, EVENT_ERROR_SCHEDULING,
+                      EVENT_TIMEOUT, EVENT_LOCKED, EVENT_RATE_LIMITED))
+
+ALL_EVENTS = tuple(sorted(set(SIGNAL_EVENTS.values()) | {
+    EVENT_CHECKING_PERIODIC, EVENT_SCHEDULING_PERIODIC, EVENT_ERROR_DEQUEUEING,
+    EVENT_ERROR_ENQUEUEING, EVENT_ERROR_INTERNAL, EVENT_ERROR_SCHEDULING,
+    EVENT_ERROR_STORING_RESULT}))
+
+# Attributes EventEmitter keeps on a Task object while it runs.
+_STARTED_AT = '_hueyd_event_started'
+FAILURE_ATTR = '_hueyd_failure'  # set by Huey before it sends a failure signal
+# Set by Huey when the SIGNAL_ERROR it sends is about storing the result, not the task.
+STORING_RESULT_ATTR = '_hueyd_storing_result'
+
+
+def encode(event):
+    return json.dumps(event, default=str, separators=(',', ':')).encode()
+
+
+def decode(data):
+    return json.loads(data)
+
+
+class EventEmitter:
+    """Turns a Huey's signals into events and publishes them through its storage."""
+
+    def __init__(self, huey):
+        self.huey = huey
+        self._local = threading.local()
+
+    def connect(self):
+        self.huey._signal.connect(self.on_signal, *SIGNAL_EVENTS)
+
+    def disconnect(self):
+        self.huey._signal.disconnect(self.on_signal)
+
+    # --- building events ------------------------------------------------------
+    def build(self, status, task=None, exception=None, **extra):
+        if task is None:
+            event = {'status': status, 'id': None, 'task': None, 'retries': None,
+                     'retry_delay': None, 'execute_time': None}
+        else:
+            eta = task.eta
+            event = {'status': status, 'id': task.id, 'task': task.name,
+                     'retries': task.retries, 'retry_delay': task.retry_delay,
+                     'execute_time': to_timestamp(eta, self.huey.utc) if eta else None}
+        if status in TIMESTAMPED:
+            event['timestamp'] = time.time()
+        if status in FAILURES or exception is not None:
+            event['error'] = True
+            event['traceback'] = (''.join(traceback.format_exception(exception))
+                                  if exception is not None else None)
+        if status in TIMED and task is not None:
+            started = getattr(task, _STARTED_AT, None)
+            event['duration'] = None if started is None else time.monotonic() - started
+        event.update(extra)
+        return event
+
+    def on_signal(self, signal, task, *args, **kwargs):
+        status = SIGNAL_EVENTS[signal]
+        if status == EVENT_ERROR_TASK and getattr(task, STORING_RESULT_ATTR, False):
+            status = EVENT_ERROR_STORING_RESULT
+            setattr(task, STORING_RESULT_ATTR, False)
+        if status == EVENT_STARTED:
+            setattr(task, _STARTED_AT, time.monotonic())
+        exception = args[0] if args else kwargs.get('exc')
+        if exception is None and status in FAILURES:
+            exception = getattr(task, FAILURE_ATTR, None)
+        self.emit(self.build(status, task, exception))
+
+    # --- publishing -----------------------------------------------------------
+    def emit(self, event):
+        data = encode(event)
+        buffer = getattr(self._local, 'buffer', None)
+        if buffer is not None:
+            buffer.append(data)
+        else:
+            self._publish([data])
+        return event
+
+    def begin(self):
+        """Start buffering this thread's events (``Huey.execute`` calls it; it nests)."""
+        local = self._local
+        local.depth = getattr(local, 'depth', 0) + 1
+        if local.depth == 1:
+            local.buffer = []
+
+    def end(self):
+        """Stop buffering at the outermost level and publish what was buffered, at once."""
+        local = self._local
+        local.depth -= 1
+        if local.depth == 0:
+            buffer, local.buffer = local.buffer, None
+            if buffer:
+                self._publish(buffer)
+
+    def _publish(self, batch):
+        # Events are a report: failing to publish one must never fail a task.
+        try:
+            self.huey.storage.publish_events(batch)
+        except Exception:
+            logger.exception('could not publish %d event(s)', len(batch))
+
+
+# --- listening ------------------------------------------------------------------
+
+class EventListener:
+    """Events from a storage, as a subscriber sees them.
+
+    ``listen()`` yields ``{'type': 'message', 'channel': ..., 'data': event}``
+    (subscription confirmations are never yielded), iterating the listener
+    yields the event dicts themselves, and ``get_event(timeout)`` returns the
+    next one or None. Only events published after the listener was created are
+    seen. Close it (or use it as a context manager) to release its connection.
+
+    ``fetch(timeout)`` is the storage's: it returns a list of raw events,
+    waiting up to ``timeout`` seconds (None: as long as it takes) for one.
+    """
+
+    def __init__(self, channel, fetch, close=None):
+        self.channel = channel
+        self._fetch = fetch
+        self._close = close
+        self._pending = []
+        self.closed = False
+
+    def get_event(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._pending:
+            if self.closed:
+                return None
+            # Wake up at least every second, so a close() from another thread is noticed.
+            wait = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
+            self._pending.extend(self._fetch(wait))
+            if not self._pending and deadline is not None and time.monotonic() >= deadline:
+                return None
+        return decode(self._pending.pop(0))
+
+    def listen(self):
+        while not self.closed:
+            event = self.get_event(timeout=1.0)
+            if event is not None:
+                yield {'type': 'message', 'pattern': None, 'channel': self.channel,
+                       'data': event}
+
+    def __iter__(self):
+        for message in self.listen():
+            yield message['data']
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            if self._close is not None:
+                self._close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
