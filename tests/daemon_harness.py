@@ -34,7 +34,7 @@ import os
 import time
 
 from hueyd import Huey
-from hueyd.signals import SIGNAL_INTERRUPTED
+from hueyd.signals import SIGNAL_ERROR, SIGNAL_INTERRUPTED
 
 URL = os.environ['HUEYD_TEST_URL']
 NAME = os.environ.get('HUEYD_TEST_NAME', 'hueyd-test')
@@ -83,9 +83,29 @@ def version(tag):
     write('version', tag, VERSION, os.getpid())
 
 
+@huey.task(at_most_once=True)
+def slow_at_most_once(tag, seconds):
+    write('start', tag, os.getpid())
+    time.sleep(seconds)
+    write('done', tag, os.getpid())
+
+
+@huey.task()
+def unstorable(tag):
+    write('ran', tag, os.getpid())
+    return lambda: None  # a result pickle cannot store
+
+
 @huey.signal(SIGNAL_INTERRUPTED)
 def on_interrupted(signal, task, *args, **kwargs):
     write('interrupted', task.id, os.getpid())
+    if os.environ.get('HUEYD_TEST_SEED_REQUEUE'):
+        huey.enqueue(task)  # what huey's documentation advised: must not make a duplicate
+
+
+@huey.signal(SIGNAL_ERROR)
+def on_error(signal, task, exc=None):
+    write('error', task.id, type(exc).__name__)
 '''
 
 

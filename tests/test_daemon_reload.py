@@ -128,7 +128,8 @@ def test_reload_storm_ends_with_exactly_the_configured_children(app, start_daemo
         session = daemon.session_processes()
         return (len(daemon.pools()) == 2 and daemon.scheduler() is not None
                 and len(tree) == 3 and len(session) == 3)
-    daemon.wait_until(settled, timeout=30,
+    # Settled means settled twice in a row: queued SIGHUPs may still start a reload.
+    daemon.wait_until(lambda: settled() and not time.sleep(0.5) and settled(), timeout=30,
                       message='after 20 SIGHUPs: not exactly 2 pools + 1 scheduler')
     current = {proc.pid for proc, _ in daemon.descendants()}
     orphans = [p for p in daemon.leftovers() if p.pid not in current and p.pid != daemon.pid]

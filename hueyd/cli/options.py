@@ -186,6 +186,10 @@ OPTIONS = [
            help='kill and replace a pool process that has sent no heartbeat for this many seconds'),
     Option('graceful_timeout', None, Float(0), 30.0, WORK, metavar='SECONDS',
            help='on shutdown, give running tasks this many seconds to finish before they are killed'),
+    Option('lease_timeout', None, Float(0), 30.0, WORK, metavar='SECONDS',
+           help='a pool process that dies (kill -9, out of memory, machine gone) keeps its tasks '
+                'at most this long before any hueyd node on the same storage puts them back on '
+                'the queue'),
 
     Option('delay', '-d', Float(0), 0.1, POLL, metavar='SECONDS',
            help='seconds to wait before polling an empty queue again; the wait then grows'),
@@ -202,9 +206,9 @@ OPTIONS = [
            help='interpret schedules and periodic tasks in UTC; false (-o/--localtime) means local time'),
 
     Option('health_check_interval', '-c', Float(0), 10.0, HEALTH, metavar='SECONDS',
-           help='seconds between checks that every worker is still alive'),
+           help="seconds between checks of the children's heartbeats"),
     Option('disable_health_check', '-C', Bool(), False, HEALTH,
-           help='do not check whether workers are alive'),
+           help='never kill a child for a missing heartbeat (children that die are still replaced)'),
 
     Option('flush_locks', '-f', Bool(), False, LOCKS,
            help='release all task locks at start-up, e.g. locks left behind by a crash'),

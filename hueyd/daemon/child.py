@@ -109,6 +109,13 @@ class Child:
             return None
         return self.huey
 
+    def event(self, status, task=None, **extra):
+        """Publish a consumer event; never lets a storage problem stop the caller."""
+        try:
+            self.huey.emit_event(status, task, **extra)
+        except Exception as exc:
+            logger.debug('could not publish the %s event: %s', status, exc)
+
     def title(self, text):
         set_title('%s %s %s' % (self.kind, self.config.app, text))
 

@@ -33,7 +33,6 @@ logger = logging.getLogger('hueyd.master')
 
 FAST_STOP_TIMEOUT = 10.0    # after SIGTERM, children get this long before SIGKILL
 BOOT_FAILURE_LIMIT = 3      # consecutive children that cannot import the app
-QUICK_DEATH = 5.0           # a child dying sooner than this counts towards backoff
 MAX_RESPAWN_DELAY = 10.0
 PREFLIGHT_TIMEOUT = 120.0
 SCHEDULER = 'scheduler'
@@ -60,6 +59,7 @@ class Preflight(Child):
         self.announce = announce
 
     def main(self):
+        set_title('preflight %s' % self.config.app)
         huey = self.load()
         if huey is None:
             return EXIT_BOOT_FAILED
@@ -96,7 +96,7 @@ class Master:
         self.boot_failures = 0
         self.exit_code = 0
         self.respawn_at = {}        # slot -> monotonic time before which it is not respawned
-        self.quick_deaths = {}      # slot -> consecutive quick deaths
+        self.boot_deaths = {}       # slot -> consecutive deaths before finishing boot
         self.notifier = Notifier.from_environ(environ)
         self.next_health_check = 0.0
         self.next_watchdog = 0.0
@@ -153,7 +153,10 @@ class Master:
         while True:
             self.sleep()
             while self.signals:
-                self.handle_signal(self.signals.pop(0))
+                signum = self.signals.pop(0)
+                if signum == signal.SIGHUP and signal.SIGHUP in self.signals:
+                    continue  # one reload answers every SIGHUP queued meanwhile
+                self.handle_signal(signum)
             self.reap()
             if self.stopping:
                 if not self.children:
@@ -243,10 +246,11 @@ class Master:
             record = self.children.pop(pid, None)
             if record is None:
                 continue
+            booted = record.heartbeat.booted
             record.heartbeat.close()
-            self.child_exited(record, status)
+            self.child_exited(record, status, booted)
 
-    def child_exited(self, record, status):
+    def child_exited(self, record, status, booted):
         what = 'scheduler' if record.slot == SCHEDULER else 'pool %d' % (record.slot + 1)
         how = exit_code_description(status)
         expected = self.stopping or record.retiring is not None or record.generation != self.generation
@@ -269,12 +273,14 @@ class Master:
                 return
         else:
             logger.error('%s %d died (%s); starting a new one', what, record.pid, how)
-        lived = time.monotonic() - record.started
-        quick = self.quick_deaths.get(record.slot, 0) + 1 if lived < QUICK_DEATH else 0
-        self.quick_deaths[record.slot] = quick
-        if quick:
-            delay = min(0.1 * 2 ** quick, MAX_RESPAWN_DELAY)
-            logger.warning('%s keeps dying; waiting %.1fs before the next start', what, delay)
+        # Dying before it finished booting, again and again, is a crash loop: back off.
+        # A child killed at work (OOM killer, kill -9) is simply replaced at once.
+        failures = 0 if booted else self.boot_deaths.get(record.slot, 0) + 1
+        self.boot_deaths[record.slot] = failures
+        if failures > 1:
+            delay = min(0.1 * 2 ** (failures - 1), MAX_RESPAWN_DELAY)
+            logger.warning('%s keeps dying while it starts; waiting %.1fs before the next '
+                           'start', what, delay)
             self.respawn_at[record.slot] = time.monotonic() + delay
 
     def check_health(self):

@@ -4,15 +4,24 @@
 main thread that watches them; ``-k process`` runs its single worker in the
 main thread, so SIGTERM and SIGALRM (task timeouts) can interrupt the task.
 
+Delivery is at least once: a worker *claims* a message (it stays in storage,
+recorded under this pool) and acknowledges it only once its result or error is
+stored. The pool renews its lease from the heartbeat thread; if the process
+dies, any hueyd scheduler on the same storage returns its claims to the queue
+when the lease runs out. Messages that cannot run go to the dead letters.
+
 Signals from the master: SIGINT finishes the running tasks and exits (graceful),
-SIGTERM interrupts them, puts them back on the queue and exits (fast).
+SIGTERM interrupts them, hands their claims back to the queue and exits (fast).
 """
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 
 from hueyd.daemon.child import EXIT_BOOT_FAILED, Child
+from hueyd.events import EVENT_ERROR_DEQUEUEING, EVENT_ERROR_INTERNAL
 
 logger = logging.getLogger('hueyd.daemon')
 
@@ -35,7 +44,11 @@ class Pool(Child):
         self.count = count
         self.in_main_thread = config.worker_type == 'process'
         self.workers = 1 if self.in_main_thread else config.workers
-        self.current = {}  # worker number -> (task, monotonic start)
+        self.current = {}  # worker number -> (task, monotonic start, receipt, raw message)
+        self.worker_id = None  # set after fork: this process's own id
+        self.claims = None  # whether the storage supports claims, known once the app loads
+        self._next_lease_beat = 0.0
+        self._lease_outage = False
         self.tasks_done = 0
         self.fast = False  # stopping, and abandoning the running tasks
         # Set by the main thread (never by a signal handler) to wake sleeping workers.
@@ -49,10 +62,16 @@ class Pool(Child):
             # Before the application is imported, so its libraries cooperate too.
             from gevent import monkey
             monkey.patch_all()
+        self.worker_id = '%s:%d' % (socket.gethostname(), os.getpid())
         self.title('booting')
         self.start_heartbeat(on_beat=self.on_beat)
         if self.load() is None:
             return EXIT_BOOT_FAILED
+        from hueyd.storage.base import BaseStorage  # here: the master never loads storages
+        self.claims = type(self.huey.storage).claim is not BaseStorage.claim
+        if not self.claims:
+            logger.warning('%s cannot claim messages: a task running when this pool dies is '
+                           'lost (at-most-once delivery)', type(self.huey.storage).__name__)
         self.size_connection_pool()
         signal.signal(signal.SIGINT, lambda *_: self.stop('graceful stop requested'))
         signal.signal(signal.SIGTERM, self.on_sigterm)
@@ -74,6 +93,9 @@ class Pool(Child):
         self.fast = True
         self.stop('fast stop requested')
         if self.in_main_thread and self.current:
+            # The task goes back through its claim; an enqueue() of it by a
+            # SIGNAL_INTERRUPTED handler must not put it there twice.
+            self.huey._releasing.update(task.id for task, *_ in self.current.values())
             raise Interrupted()
 
     def run_in_main_thread(self):
@@ -81,8 +103,7 @@ class Pool(Child):
             self.work(0)
         except Interrupted:
             pass
-        if self.fast:
-            self.requeue_running()
+        self.hand_back()
 
     def run_threads(self):
         threads = {number: self.start_worker(number) for number in range(self.workers)}
@@ -98,14 +119,28 @@ class Pool(Child):
             for thread in threads.values():
                 thread.join(0.1)
         if self.fast:
+            self.huey._releasing.update(task.id for task, *_ in list(self.current.values()))
             self.huey.notify_interrupted_tasks()
-            self.requeue_running()
+        self.hand_back()
 
     def start_worker(self, number):
         thread = threading.Thread(target=self.work, args=(number,),
                                   name='worker-%d' % number, daemon=True)
         thread.start()
         return thread
+
+    def hand_back(self):
+        """On the way out: return every claim this pool still holds to the queue, at once."""
+        for task, started, receipt, _ in list(self.current.values()):
+            if receipt is None:  # at_most_once: it stays in the dead letters
+                logger.warning('%s (at_most_once) was interrupted after %.1fs; it will not run '
+                               'again and is in the dead letters', task, time.monotonic() - started)
+            else:
+                logger.warning('%s was interrupted after %.1fs and is back on the queue',
+                               task, time.monotonic() - started)
+        self.current.clear()
+        if self.claims:
+            self.patiently('hand back claims', self.huey.storage.retire_worker, self.worker_id)
 
     # --- the worker loop ------------------------------------------------------
     def work(self, number):
@@ -114,49 +149,103 @@ class Pool(Child):
         delay, outage = config.delay, False
         while not self.stopping:
             try:
-                data = huey.storage.dequeue()
-            except Exception:
+                claimed = self.claim()
+            except Exception as exc:
                 if not outage:
-                    logger.exception('cannot read the queue; retrying with backoff '
-                                     'until the storage answers')
+                    logger.error('cannot read the queue (%s: %s); retrying with backoff '
+                                 'until the storage answers', type(exc).__name__, exc)
+                    self.event(EVENT_ERROR_DEQUEUEING, exception=exc)
                     outage = True
                 delay = self.pause(delay)
                 continue
             if outage:
                 logger.info('the queue can be read again')
                 outage = False
-            if data is None:
+            if not claimed:
                 if not huey.storage.blocking:
                     delay = self.pause(delay)
                 continue
             delay = config.delay
-            if self.fast:  # dequeued while stopping fast: hand it back untouched
-                huey.storage.enqueue(data)
-                break
-            self.run_message(number, data)
+            for index, (receipt, data) in enumerate(claimed):
+                if self.stopping:  # claimed but not started: straight back to the queue
+                    self.patiently('release claims', huey.storage.release, self.worker_id,
+                                   [r for r, _ in claimed[index:]])
+                    break
+                self.run_message(number, receipt, data)
         if not self.fast:
             huey.run_shutdown_hooks()
 
-    def run_message(self, number, data):
+    def claim(self):
+        storage = self.huey.storage
+        if self.claims:
+            return storage.claim(self.worker_id, 1, self.config.lease_timeout)
+        data = storage.dequeue()  # a storage without claims: at-most-once delivery
+        return [] if data is None else [(None, data)]
+
+    def run_message(self, number, receipt, data):
         huey = self.huey
         try:
             task = huey.deserialize_task(data)
         except Exception as exc:
-            logger.error('cannot run a message from the queue (%s: %s); raw payload: %r',
-                         type(exc).__name__, exc, data[:300])
+            self.bury(receipt, data, 'cannot run this message: %s: %s' % (type(exc).__name__, exc))
             return
-        self.current[number] = (task, time.monotonic())
+        if task.at_most_once:
+            # Recorded before it starts and removed when it ends: if this process
+            # dies meanwhile, the task is not run again but stays visible here.
+            huey.add_dead_letter(data, 'interrupted before it finished; not run again because '
+                                 'the task is at_most_once', task, key='running.' + task.id)
+            self.ack(receipt)
+            receipt = None
+        self.current[number] = (task, time.monotonic(), receipt, data)
         try:
             huey.execute(task)
         except Interrupted:
             raise
-        except Exception:
+        except Exception as exc:
             logger.exception('internal error while running %s', task)
+            self.event(EVENT_ERROR_INTERNAL, task, exception=exc)
         del self.current[number]
+        if receipt is None:
+            self.patiently('clear the at-most-once record', huey.storage.remove_dead_letters,
+                           ['running.' + task.id])
+        self.ack(receipt)
         with self._lock:
             self.tasks_done += 1
             if self.config.max_tasks and self.tasks_done >= self.config.max_tasks:
                 self.stop('recycling after %d tasks (--max-tasks)' % self.tasks_done)
+
+    def bury(self, receipt, data, reason):
+        """A message that cannot run goes to the dead letters; the worker goes on."""
+        try:
+            letter = self.huey.add_dead_letter(data, reason)
+        except Exception:
+            logger.exception('%s, and it could not be kept as a dead letter; its raw payload '
+                             'was: %r', reason, data)
+            letter = None
+        self.event(EVENT_ERROR_DEQUEUEING, error=True, traceback=reason, dead_letter=letter)
+        self.ack(receipt)
+
+    def ack(self, receipt):
+        if receipt is not None:
+            self.patiently('acknowledge a task', self.huey.storage.ack, self.worker_id, [receipt])
+
+    def patiently(self, what, operation, *args):
+        """Run a storage operation that must not be lost, retrying while the storage is away.
+
+        Gives up only when the pool is stopping fast: its lease then runs out and
+        recovery takes over (at worst a task runs twice, never zero times).
+        """
+        delay = 0.1
+        while True:
+            try:
+                return operation(*args)
+            except self.huey.storage.transient_errors as exc:
+                if self.fast:
+                    logger.error('could not %s before stopping (%s)', what, exc)
+                    return None
+                logger.warning('could not %s (%s); retrying', what, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def pause(self, delay):
         if self.in_main_thread:
@@ -165,19 +254,20 @@ class Pool(Child):
             self.workers_stop.wait(delay)
         return min(delay * self.config.backoff, self.config.max_delay)
 
-    def requeue_running(self):
-        for number, (task, started) in list(self.current.items()):
-            try:
-                self.huey.enqueue(task)
-                logger.warning('%s was interrupted after %.1fs and is back on the queue',
-                               task, time.monotonic() - started)
-            except Exception:
-                logger.exception('could not put the interrupted %s back on the queue', task)
-        self.current.clear()
-
     # --- upkeep, from the heartbeat thread ------------------------------------
     def on_beat(self):
         self.title(self.describe())
+        if self.claims and time.monotonic() >= self._next_lease_beat:
+            self._next_lease_beat = time.monotonic() + self.config.lease_timeout / 3
+            try:
+                self.huey.storage.beat(self.worker_id, self.config.lease_timeout)
+                if self._lease_outage:
+                    logger.info('lease renewed again')
+                    self._lease_outage = False
+            except Exception as exc:
+                if not self._lease_outage:
+                    logger.error('cannot renew this pool\'s lease (%s); retrying', exc)
+                    self._lease_outage = True
         max_memory = self.config.max_memory
         if max_memory and not self.stopping and time.monotonic() >= self._next_memory_check:
             self._next_memory_check = time.monotonic() + MEMORY_CHECK_EVERY
@@ -195,7 +285,7 @@ class Pool(Child):
         if self.in_main_thread:
             if not running:
                 return prefix + ' idle'
-            task, started = running[0]
+            task, started = running[0][:2]
             return '%s busy %s %.1fs' % (prefix, task.name, time.monotonic() - started)
         return '%s [%d/%d busy]' % (prefix, len(running), self.workers)
 

@@ -3,8 +3,9 @@
 It looks at the earliest scheduled time every ``TICK`` seconds and sleeps until
 exactly that moment when it is near, so a task due at T starts close to T
 rather than up to a whole ``--scheduler-interval`` late; a full read of the
-schedule still happens every interval. Periodic tasks are checked once per
-minute; a marker in storage makes each minute's periodic tasks enqueue once,
+schedule still happens every interval; due tasks move to the queue in one
+storage step, so a scheduler killed half-way loses none. It also returns the
+claims of dead pools to the queue. Periodic tasks are checked once per minute; a marker in storage makes each minute's periodic tasks enqueue once,
 whatever restarts, reloads or other nodes do.
 """
 import logging
@@ -12,6 +13,7 @@ import signal
 import time
 
 from hueyd.daemon.child import EXIT_BOOT_FAILED, Child
+from hueyd.events import EVENT_CHECKING_PERIODIC, EVENT_SCHEDULING_PERIODIC
 from hueyd.times import now
 
 logger = logging.getLogger('hueyd.daemon')
@@ -40,11 +42,17 @@ class Scheduler(Child):
 
     def loop(self):
         config = self.config
-        next_full_read = 0.0
+        next_full_read = next_recovery = 0.0
+        recovery_interval = min(5.0, config.lease_timeout / 3)
+        from hueyd.storage.base import BaseStorage  # here: the master never loads storages
+        can_recover = type(self.huey.storage).recover is not BaseStorage.recover
         last_minute = None
         outage_delay = None
         while not self.stopping:
             try:
+                if can_recover and time.monotonic() >= next_recovery:
+                    next_recovery = time.monotonic() + recovery_interval
+                    self.recover()
                 if time.monotonic() >= next_full_read:
                     next_full_read = time.monotonic() + config.scheduler_interval
                     self.enqueue_due()
@@ -77,15 +85,23 @@ class Scheduler(Child):
         return min(TICK, due - time.time())
 
     def enqueue_due(self):
-        for task in self.huey.read_schedule(now(self.huey.utc)):
-            self.huey.enqueue(task)
+        self.huey.enqueue_due(now(self.huey.utc))
+
+    def recover(self):
+        """Return the claims of dead pools (on this node or any other) to the queue."""
+        recovered = self.huey.storage.recover()
+        if recovered:
+            logger.warning('returned %d task(s) claimed by pools that died to the queue', recovered)
 
     def enqueue_periodic(self, minute):
         mark = 'hueyd.periodic.%s' % minute.strftime('%Y%m%d%H%M')
         if not self.huey.storage.put_if_empty(mark, b'1', PERIODIC_MARK_TTL):
             return  # another scheduler (older generation, or another node) did this minute
+        timestamp = time.time()
+        self.event(EVENT_CHECKING_PERIODIC, timestamp=timestamp)
         tasks = self.huey.read_periodic(minute)
         for task in tasks:
             self.huey.enqueue(task)
+            self.event(EVENT_SCHEDULING_PERIODIC, task, timestamp=timestamp)
         if tasks:
             logger.info('enqueued %d periodic task(s) for %s', len(tasks), minute)
