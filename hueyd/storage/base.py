@@ -14,6 +14,8 @@ the caller's job. Subclass :class:`BaseStorage`, implement every method that
 raises ``NotImplementedError``, and pass the class as ``storage_class`` to
 ``Huey``. Timestamps are float seconds since the epoch.
 """
+import contextlib
+
 from hueyd.constants import EmptyData
 
 
@@ -127,6 +129,24 @@ class BaseStorage:
     def flush_counters(self):
         raise NotImplementedError
 
+    # --- write batches --------------------------------------------------------
+    # A worker running a run of quick tasks may ask for their writes (results,
+    # events, acknowledgements) to be sent together. Storages that cannot batch
+    # simply write at once: these defaults do nothing.
+
+    def begin_batch(self):
+        """From now on this thread's writes may wait for flush_batch()."""
+
+    def flush_batch(self):
+        """Send this thread's waiting writes, in order."""
+
+    def end_batch(self):
+        """Flush, and write at once again."""
+
+    def unbatched(self):
+        """A context in which this thread writes at once (task code runs in one)."""
+        return contextlib.nullcontext()
+
     # --- delivery: claims, leases and recovery ------------------------------
     # A worker *claims* messages: they move from the queue into that worker's
     # claims and stay there until the worker acknowledges them, after their
@@ -237,3 +257,19 @@ class BaseStorage:
         self.flush_results()
         self.flush_counters()
         self.remove_dead_letters([key for key, _ in self.dead_letters()])
+
+    # --- node state (optional; hueyctl status) ---------------------------------
+    # Every live hueyd process publishes a small JSON record of what it is doing
+    # (hueyd.nodes) and renews it with its heartbeat; a record not renewed within
+    # its ``ttl`` counts as gone, so a node that died disappears by itself.
+
+    def put_state(self, kind, key, value, ttl):
+        """Store ``value`` (bytes) as the state of ``key`` among ``kind``, for ``ttl`` seconds."""
+        raise NotImplementedError('%s keeps no node state' % type(self).__name__)
+
+    def states(self, kind):
+        """``{key: value}`` of every state of ``kind`` whose ttl has not run out."""
+        return {}
+
+    def delete_state(self, kind, key):
+        """Forget the state of ``key`` among ``kind`` (a clean exit)."""

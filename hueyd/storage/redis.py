@@ -34,6 +34,9 @@ single Redis server (not Redis Cluster).
 A data key lives in exactly one of ``results``, ``data`` or its ``ttl`` key:
 writes clear the other two, and reads look in all three.
 """
+import threading
+from contextlib import contextmanager
+
 from hueyd.constants import EmptyData
 from hueyd.exceptions import ConfigurationError
 from hueyd.storage.base import BaseStorage
@@ -245,6 +248,46 @@ class RedisStorage(BaseStorage):
         self._release = self.conn.register_script(RELEASE)
         self._requeue_claims = self.conn.register_script(REQUEUE_CLAIMS)
         self._move_due = self.conn.register_script(MOVE_DUE)
+        self._local = threading.local()  # this thread's write batch, if one is open
+
+    # --- write batches -----------------------------------------------------
+    # Between begin_batch() and flush_batch() the writes whose answer nobody
+    # waits for (enqueue, schedule, put_data, ack, events) queue up in this
+    # thread's pipeline and reach Redis in one round trip, in order.
+    def begin_batch(self):
+        if getattr(self._local, 'batch', None) is None:
+            self._local.batch = self.conn.pipeline(transaction=False)
+
+    def flush_batch(self):
+        batch = getattr(self._local, 'batch', None)
+        if batch is not None and len(batch):
+            batch.execute()
+
+    def end_batch(self):
+        self.flush_batch()
+        self._local.batch = None
+
+    @contextmanager
+    def unbatched(self):
+        saved, self._local.batch = getattr(self._local, 'batch', None), None
+        try:
+            yield
+        finally:
+            self._local.batch = saved
+
+    def _writer(self):
+        return getattr(self._local, 'batch', None) or self.conn
+
+    @contextmanager
+    def _pipeline(self, transaction=False):
+        """A pipeline to fill: the open write batch, else one executed on leaving."""
+        batch = getattr(self._local, 'batch', None)
+        if batch is not None:  # already one round trip, and nothing else writes meanwhile
+            yield batch
+            return
+        pipe = self.conn.pipeline(transaction=transaction)
+        yield pipe
+        pipe.execute()
 
     def close(self):
         if self._own_pool:
@@ -254,16 +297,15 @@ class RedisStorage(BaseStorage):
 
     # --- queue -------------------------------------------------------------
     def enqueue(self, data, priority=None):
-        self.conn.lpush(self.queue_key, data)
+        self._writer().lpush(self.queue_key, data)
 
     def enqueue_many(self, items):
         items = list(items)
         if not items:
             return
-        pipe = self.conn.pipeline()
-        for start in range(0, len(items), 1000):  # bounded command size
-            pipe.lpush(self.queue_key, *(data for data, _ in items[start:start + 1000]))
-        pipe.execute()
+        with self._pipeline() as pipe:
+            for start in range(0, len(items), 1000):  # bounded command size
+                pipe.lpush(self.queue_key, *(data for data, _ in items[start:start + 1000]))
 
     def dequeue(self):
         if self.blocking:
@@ -293,7 +335,8 @@ class RedisStorage(BaseStorage):
 
     def add_to_schedule(self, data, ts, priority=None):
         self._add_with_seq(keys=[self.schedule_key, self.schedule_seq_key],
-                           args=[self._schedule_member(data, priority), repr(float(ts))])
+                           args=[self._schedule_member(data, priority), repr(float(ts))],
+                           client=self._writer())
 
     def read_schedule(self, ts):
         items = self._read_schedule(keys=[self.schedule_key], args=[repr(float(ts))])
@@ -332,14 +375,13 @@ class RedisStorage(BaseStorage):
     def put_data(self, key, value, is_result=False):
         target, other = ((self.results_key, self.data_key) if is_result
                          else (self.data_key, self.results_key))
-        pipe = self.conn.pipeline()  # MULTI: the key never shows up in two places
-        pipe.hset(target, key, value)
-        pipe.hdel(other, key)
-        pipe.delete(self._ttl_key(key))
-        pipe.execute()
+        with self._pipeline(transaction=True) as pipe:  # MULTI: never in two places at once
+            pipe.hset(target, key, value)
+            pipe.hdel(other, key)
+            pipe.delete(self._ttl_key(key))
 
     def peek_many(self, keys):
-        pipe = self.conn.pipeline()
+        pipe = self.conn.pipeline(transaction=False)  # reads: no MULTI needed
         for key in keys:
             pipe.hget(self.results_key, key)
             pipe.hget(self.data_key, key)
@@ -406,13 +448,9 @@ class RedisStorage(BaseStorage):
         return 'hueyd.%s.events' % self.name
 
     def publish_events(self, events):
-        if len(events) == 1:
-            self.conn.publish(self.events_channel, events[0])
-            return
-        pipe = self.conn.pipeline(transaction=False)  # one round trip, no MULTI
-        for data in events:
-            pipe.publish(self.events_channel, data)
-        pipe.execute()
+        with self._pipeline() as pipe:  # one round trip, no MULTI
+            for data in events:
+                pipe.publish(self.events_channel, data)
 
     def listener(self):
         """Subscribes now (it returns once Redis confirmed), so no later event is missed."""
@@ -464,10 +502,9 @@ class RedisStorage(BaseStorage):
 
     def ack(self, worker, receipts):
         claims = self.claims_prefix + worker
-        pipe = self.conn.pipeline(transaction=False)
-        for receipt in receipts:
-            pipe.lrem(claims, 1, receipt)
-        pipe.execute()
+        with self._pipeline() as pipe:
+            for receipt in receipts:
+                pipe.lrem(claims, 1, receipt)
 
     def release(self, worker, receipts):
         receipts = list(receipts)
@@ -519,6 +556,51 @@ class RedisStorage(BaseStorage):
             pipe.lrem(self.dead_order_key, 1, key)
         return pipe.execute()[0]
 
+    # --- node state: per kind, a hash of values and a sorted set of expiries ------
+    # Expiry times come from Redis TIME, so nodes with skewed clocks still agree.
+    # Both keys also carry a Redis expiry, so nothing lingers once every node is gone.
+
+    # KEYS: values hash, expiries zset. ARGV: key, value, ttl seconds ('' for a read).
+    STATE_SCRIPT = LUA_NOW + """
+    local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+    if #dead > 0 then
+        redis.call('HDEL', KEYS[1], unpack(dead))
+        redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+    end
+    if ARGV[3] == '' then return redis.call('HGETALL', KEYS[1]) end
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+    local keep = math.ceil(tonumber(ARGV[3]) * 1000) + 1000
+    for _, key in ipairs(KEYS) do
+        if redis.call('PTTL', key) < keep then redis.call('PEXPIRE', key, keep) end
+    end
+    return {}
+    """
+
+    def _state_keys(self, kind):
+        key = 'hueyd.%s.state.%s' % (self.name, kind)
+        return [key, key + '.expires']
+
+    def _state_script(self, kind, *args):
+        script = self.__dict__.get('_state')
+        if script is None:
+            script = self._state = self.conn.register_script(self.STATE_SCRIPT)
+        return script(keys=self._state_keys(kind), args=args)
+
+    def put_state(self, kind, key, value, ttl):
+        self._state_script(kind, key, value, repr(float(ttl)))
+
+    def states(self, kind):
+        flat = self._state_script(kind, '', '', '')
+        return {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+
+    def delete_state(self, kind, key):
+        values, expiries = self._state_keys(kind)
+        pipe = self.conn.pipeline()
+        pipe.hdel(values, key)
+        pipe.zrem(expiries, key)
+        pipe.execute()
+
 
 class PriorityRedisStorage(RedisStorage):
     """Honours ``priority``: the queue is a sorted set (needs Redis 5 or later).
@@ -552,13 +634,12 @@ class PriorityRedisStorage(RedisStorage):
         items = list(items)
         if not items:
             return
-        pipe = self.conn.pipeline()
-        for data, priority in items:
-            self._add_with_seq(keys=[self.queue_key, self.queue_seq_key],
-                               args=[data, -(priority or 0)], client=pipe)
-        pipe.lpush(self.wake_key, *([b'1'] * min(len(items), 64)))
-        pipe.ltrim(self.wake_key, 0, 63)
-        pipe.execute()
+        with self._pipeline() as pipe:
+            for data, priority in items:
+                self._add_with_seq(keys=[self.queue_key, self.queue_seq_key],
+                                   args=[data, -(priority or 0)], client=pipe)
+            pipe.lpush(self.wake_key, *([b'1'] * min(len(items), 64)))
+            pipe.ltrim(self.wake_key, 0, 63)
 
     def dequeue(self):
         if self.blocking:
