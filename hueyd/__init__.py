@@ -11,7 +11,7 @@ __version__ = '0.1.0'
 
 _EXPORTS = {
     'hueyd.api': ('Huey', 'MemoryHuey', 'PriorityRedisHuey', 'RedisHuey', 'SqliteHuey'),
-    'hueyd.crontab': ('crontab',),
+    'hueyd.cron': ('crontab', 'CrontabError'),
     'hueyd.exceptions': ('CancelExecution', 'ConfigurationError', 'HueyException',
                          'RateLimitExceeded', 'ResultTimeout', 'RetryTask', 'TaskException',
                          'TaskLockedException', 'TaskTimeout'),

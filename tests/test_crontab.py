@@ -4,7 +4,7 @@ import datetime
 import pytest
 
 from hueyd import crontab
-from hueyd.crontab import CrontabError
+from hueyd.cron import CrontabError
 
 # January 2024 starts on a Monday, so the 7th is a Sunday and the 6th a Saturday.
 MONDAY = datetime.datetime(2024, 1, 1)
