@@ -78,6 +78,7 @@ class Huey:
         self._locks = set()
         self._tasks_in_flight = set()
         self._in_flight_lock = threading.Lock()
+        self._local = threading.local()  # per worker thread: a revocation snapshot
         # Ids of tasks a stopping worker is handing back to the queue itself: an
         # enqueue() of them (the old advice for SIGNAL_INTERRUPTED handlers) is a no-op.
         self._releasing = set()
@@ -339,7 +340,8 @@ class Huey:
         with self._in_flight_lock:
             self._tasks_in_flight.add(task)
         try:
-            with timeout_context(task):
+            # The task's own writes (a subtask it enqueues and waits for) go out at once.
+            with timeout_context(task), self.storage.unbatched():
                 value = task.execute()
         except RetryTask as exc:
             logger.info('%s asked to be retried', task)
@@ -576,27 +578,54 @@ class Huey:
     def restore_by_id(self, id):
         return self.restore(Task(id=id))
 
+    def _revocation_keys(self, task):
+        if isinstance(task, type):
+            return [self._revoke_key(task)]
+        return [task.revoke_id, self._revoke_key(type(task))]
+
     def is_revoked(self, task, timestamp=None, peek=True):
         """True when ``task`` (an instance, or a task class) must not run at ``timestamp``.
 
         With ``peek=False`` a revoke-once entry is used up.
         """
-        if isinstance(task, type):
-            keys = [self._revoke_key(task)]
+        keys = self._revocation_keys(task)
+        snapshot = getattr(self._local, 'revocations', None)
+        if snapshot is not None and all(key in snapshot for key in keys):
+            values = [snapshot[key] for key in keys]
         else:
-            keys = [task.revoke_id, self._revoke_key(type(task))]
+            values = self.storage.peek_many(keys)
         timestamp = timestamp or self._now()
-        for key, data in zip(keys, self.storage.peek_many(keys)):
+        for key, data in zip(keys, values):
             if data is EmptyData:
                 continue
             revoke_until, revoke_once = self.serializer.deserialize(data)
             if revoke_until is not None and revoke_until <= timestamp:
                 self.delete(key)  # the revocation has run out
+                self._forget_revocation(key)
                 continue
             if revoke_once and not peek:
                 self.delete(key)
+                self._forget_revocation(key)
             return True
         return False
+
+    def prefetch_revocations(self, tasks):
+        """Read the revocations of ``tasks`` in one storage call, for this thread's execute().
+
+        A worker about to run a batch of quick tasks calls it, and drops the
+        snapshot (forget_revocations) as soon as one task is slow: a revocation
+        made meanwhile is seen at most one batch of quick tasks later.
+        """
+        keys = list(dict.fromkeys(key for task in tasks for key in self._revocation_keys(task)))
+        self._local.revocations = dict(zip(keys, self.storage.peek_many(keys)))
+
+    def forget_revocations(self):
+        self._local.revocations = None
+
+    def _forget_revocation(self, key):
+        snapshot = getattr(self._local, 'revocations', None)
+        if snapshot is not None:
+            snapshot[key] = EmptyData
 
     # --- inspection -----------------------------------------------------------
     def pending(self, limit=None):

@@ -26,8 +26,8 @@ def test_task_of_a_killed_pool_runs_again_after_its_lease(make_app, start_daemon
     daemon.wait_until(lambda: app.count('done', 'a') == 1, timeout=30,
                       message='the killed pool\'s task never ran again')
     assert app.count('start', 'a') == 2
-    assert app.huey.storage.claimed_items() == {}
-    assert app.pending() == 0
+    # Acknowledgements may follow a task's last effect by a moment (they are batched).
+    wait_until(lambda: app.huey.storage.claimed_items() == {} and app.pending() == 0)
 
 
 @pytest.mark.parametrize('storage', ['sqlite', 'redis'])
@@ -44,7 +44,7 @@ def test_sigterm_hands_claims_back_at_once_without_duplicates(make_app, start_da
     assert len(app.events('interrupted')) == 2
     pending = sorted(task.id for task in app.huey.pending())
     assert pending == sorted([first.id, second.id]), 'each task exactly once, right away'
-    assert app.huey.storage.claimed_items() == {}
+    assert app.huey.storage.claimed_items() == {}  # the daemon has exited: nothing in flight
 
 
 @pytest.mark.parametrize('how', ['sigterm', 'kill'])
@@ -67,7 +67,7 @@ def test_at_most_once_task_is_never_run_twice(app, start_daemon, how):
     letters = app.huey.dead_letters()
     assert [(letter.task_id, letter.task) for letter in letters] == [(result.id, 'slow_at_most_once')]
     assert 'at_most_once' in letters[0].reason
-    assert app.pending() == 0 and app.huey.storage.claimed_items() == {}
+    wait_until(lambda: app.pending() == 0 and app.huey.storage.claimed_items() == {})
 
 
 def test_bad_messages_become_dead_letters_and_the_daemon_goes_on(app, start_daemon):
@@ -125,8 +125,8 @@ def test_result_that_cannot_be_stored_is_reported_not_rerun(app, start_daemon):
     daemon.wait_until(lambda: app.recorded('after'))
     errors = [words for words in app.lines() if words[0] == 'error']
     assert errors and errors[0][1] == result.id
-    assert app.count('ran', 'u') == 1 and app.pending() == 0
-    assert app.huey.storage.claimed_items() == {}
+    wait_until(lambda: app.pending() == 0 and app.huey.storage.claimed_items() == {})
+    assert app.count('ran', 'u') == 1
 
 
 def test_redis_outage_is_ridden_out(make_app, start_daemon, redis_server):
@@ -155,4 +155,4 @@ def test_another_node_recovers_claims_of_a_dead_worker(app, start_daemon):
     assert len(claimed) == 1
     daemon = start_daemon(app, '-k', 'thread', '-w', '1', *LEASE)
     daemon.wait_until(lambda: app.recorded('orphan'), timeout=30)
-    assert app.huey.storage.claimed_items() == {}
+    wait_until(lambda: app.huey.storage.claimed_items() == {})

@@ -11,6 +11,7 @@ environment) into a Python value, or raises ``ValueError`` whose message says
 what would be valid.
 """
 
+import importlib.util
 import math
 import re
 from dataclasses import dataclass
@@ -38,6 +39,21 @@ class Int:
                 self.divides and self.divides % n):
             raise ValueError(self.valid)
         return n
+
+
+class Port(Int):
+    """A TCP port; ``needs`` names a module the option cannot work without."""
+
+    def __init__(self, needs=None, hint=None):
+        super().__init__(1, 65535)
+        self.needs, self.hint = needs, hint
+
+    def __call__(self, text):
+        port = super().__call__(text)
+        if self.needs and importlib.util.find_spec(self.needs) is None:
+            raise ValueError(f'it needs the {self.needs} package, which is not installed: '
+                             f'{self.hint}, or leave this option unset')
+        return port
 
 
 class Float:
@@ -152,6 +168,7 @@ class Option:
 APP, LOG, WORK, POLL, SCHED, HEALTH, LOCKS, DAEMON = (
     'Application', 'Logging', 'Workers and pool processes', 'Polling the queue',
     'Scheduler and periodic tasks', 'Health checks', 'Locks', 'Daemon')
+METRICS = 'Metrics'
 
 OPTIONS = [
     Option('app', None, ImportPath(), None, APP, metavar='IMPORT_PATH', positional=True,
@@ -217,6 +234,15 @@ OPTIONS = [
 
     Option('pidfile', None, Text(), None, DAEMON, metavar='PATH',
            help="write the master's process id to this file"),
+
+    Option('metrics_port', None,
+           Port('prometheus_client', "pip install 'hueyd[metrics]'"), None, METRICS,
+           metavar='PORT',
+           help='serve Prometheus metrics over HTTP on this port, at /metrics '
+                '(needs the prometheus_client package; default: no metrics)'),
+    Option('metrics_address', None, Text(), '0.0.0.0', METRICS, metavar='ADDRESS',
+           help='the address the metrics port listens on; 0.0.0.0 is every IPv4 interface, '
+                '127.0.0.1 this machine only'),
 ]
 
 BY_NAME = {opt.name: opt for opt in OPTIONS}

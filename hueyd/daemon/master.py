@@ -28,6 +28,7 @@ from hueyd.daemon.notify import Notifier
 from hueyd.daemon.pool import Pool
 from hueyd.daemon.proctitle import set_title
 from hueyd.daemon.scheduler import Scheduler
+from hueyd.metrics import pool_restarts, remove_multiprocess_dir
 
 logger = logging.getLogger('hueyd.master')
 
@@ -109,6 +110,7 @@ class Master:
     def run(self):
         """Run until stopped; returns the process exit status."""
         self.write_pidfile()
+        remove_multiprocess_dir(self.pid)  # --metrics-port: left by an earlier master with this pid
         try:
             self.install_signal_handlers()
             set_title('master %s' % self.config.app)
@@ -118,10 +120,12 @@ class Master:
                     self.app = load_app(self.config.app)
                 except AppImportError as exc:
                     logger.error('%s', exc)
-                    return 1
+                    self.exit_code = 1
+                    return self.exit_code
             if not self.preflight(announce=True):
                 logger.error('the application could not be loaded; see the error above')
-                return 1
+                self.exit_code = 1
+                return self.exit_code
             self.spawn_missing()
             self.notifier.mainpid(self.pid)
             self.notifier.ready(self.status_text())
@@ -131,6 +135,8 @@ class Master:
         finally:
             self.notifier.stopping()
             self.remove_pidfile()
+            if os.getpid() == self.pid:
+                remove_multiprocess_dir(self.pid)
             logger.info('hueyd master %d exiting with status %d', self.pid, self.exit_code)
             logs.flush()
 
@@ -259,7 +265,11 @@ class Master:
             logger.info('%s %d exited (%s)', what, record.pid, how)
             if clean and not expected:
                 self.respawn_at.pop(record.slot, None)  # recycled itself (--max-tasks/--max-memory)
+                if record.slot != SCHEDULER:
+                    pool_restarts.add('recycled')
             return
+        if record.slot != SCHEDULER:
+            pool_restarts.add('died')
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_BOOT_FAILED:
             self.boot_failures += 1
             logger.error('%s %d could not load the application (%d in a row)',

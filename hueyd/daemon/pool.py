@@ -22,10 +22,17 @@ import time
 
 from hueyd.daemon.child import EXIT_BOOT_FAILED, Child
 from hueyd.events import EVENT_ERROR_DEQUEUEING, EVENT_ERROR_INTERNAL
+from hueyd.metrics import count_tasks
+from hueyd.nodes import PoolReporter
 
 logger = logging.getLogger('hueyd.daemon')
 
 MEMORY_CHECK_EVERY = 5.0  # seconds
+# A task at least this quick is "fast": claims grow and writes wait for the next
+# task's. One slower task sends the writes at once and claims one at a time again,
+# so slow tasks are never hoarded by one worker while others sit idle.
+FAST_TASK = 0.005  # seconds
+MAX_CLAIM = 32
 
 
 class Interrupted(KeyboardInterrupt):
@@ -37,6 +44,7 @@ class Interrupted(KeyboardInterrupt):
 
 class Pool(Child):
     kind = 'pool'
+    reporter = None  # publishes this pool's state for hueyctl status, once the app is loaded
 
     def __init__(self, config, heartbeat, master_pid, index, count, app=None):
         super().__init__(config, heartbeat, master_pid, app)
@@ -73,6 +81,9 @@ class Pool(Child):
             logger.warning('%s cannot claim messages: a task running when this pool dies is '
                            'lost (at-most-once delivery)', type(self.huey.storage).__name__)
         self.size_connection_pool()
+        self.reporter = PoolReporter(self)
+        if self.config.metrics_port:
+            count_tasks(self.huey, self.master_pid)  # Prometheus counters (hueyd.metrics)
         signal.signal(signal.SIGINT, lambda *_: self.stop('graceful stop requested'))
         signal.signal(signal.SIGTERM, self.on_sigterm)
         self.heartbeat.mark_booted()
@@ -82,6 +93,7 @@ class Pool(Child):
             self.run_in_main_thread()
         else:
             self.run_threads()
+        self.reporter.close()
         return 0
 
     def stop(self, reason):
@@ -139,17 +151,29 @@ class Pool(Child):
                 logger.warning('%s was interrupted after %.1fs and is back on the queue',
                                task, time.monotonic() - started)
         self.current.clear()
+        self.flush_writes()  # finished tasks are acknowledged, not handed back to run again
         if self.claims:
             self.patiently('hand back claims', self.huey.storage.retire_worker, self.worker_id)
 
     # --- the worker loop ------------------------------------------------------
     def work(self, number):
-        huey, config = self.huey, self.config
+        huey = self.huey
         huey.run_startup_hooks()
-        delay, outage = config.delay, False
+        huey.storage.begin_batch()
+        try:
+            self.work_loop(number)
+        finally:
+            self.flush_writes()
+            huey.storage.end_batch()
+        if not self.fast:
+            huey.run_shutdown_hooks()
+
+    def work_loop(self, number):
+        huey, config = self.huey, self.config
+        delay, outage, size = config.delay, False, 1
         while not self.stopping:
             try:
-                claimed = self.claim()
+                claimed = self.claim(size)
             except Exception as exc:
                 if not outage:
                     logger.error('cannot read the queue (%s: %s); retrying with backoff '
@@ -166,28 +190,54 @@ class Pool(Child):
                     delay = self.pause(delay)
                 continue
             delay = config.delay
-            for index, (receipt, data) in enumerate(claimed):
+            messages = [(receipt, data, self.decode(data)) for receipt, data in claimed]
+            if len(messages) > 1:
+                huey.prefetch_revocations([task for _, _, task in messages
+                                           if not isinstance(task, Exception)])
+            all_fast = True
+            for index, (receipt, data, task) in enumerate(messages):
                 if self.stopping:  # claimed but not started: straight back to the queue
+                    self.flush_writes()
                     self.patiently('release claims', huey.storage.release, self.worker_id,
-                                   [r for r, _ in claimed[index:]])
+                                   [r for r, _, _ in messages[index:]])
                     break
-                self.run_message(number, receipt, data)
-        if not self.fast:
-            huey.run_shutdown_hooks()
+                started = time.monotonic()
+                self.run_message(number, receipt, data, task)
+                if time.monotonic() - started > FAST_TASK:
+                    all_fast = False
+                    huey.forget_revocations()
+                    self.flush_writes()
+            huey.forget_revocations()
+            self.flush_writes()
+            size = min(size * 2, MAX_CLAIM) if all_fast and len(claimed) == size else 1
 
-    def claim(self):
+    def flush_writes(self):
+        """Send the results, events and acknowledgements of the tasks run so far."""
+        try:
+            self.huey.storage.flush_batch()
+        except Exception as exc:
+            # Unacknowledged, those tasks come back after this pool's lease: run twice, not lost.
+            logger.error('could not write the results and acknowledgements of the last tasks '
+                         '(%s: %s); they will run again', type(exc).__name__, exc)
+
+    def claim(self, count=1):
         storage = self.huey.storage
         if self.claims:
-            return storage.claim(self.worker_id, 1, self.config.lease_timeout)
+            return storage.claim(self.worker_id, count, self.config.lease_timeout)
         data = storage.dequeue()  # a storage without claims: at-most-once delivery
         return [] if data is None else [(None, data)]
 
-    def run_message(self, number, receipt, data):
-        huey = self.huey
+    def decode(self, data):
+        """The task in a message, or the exception that says why there is none."""
         try:
-            task = huey.deserialize_task(data)
+            return self.huey.deserialize_task(data)
         except Exception as exc:
-            self.bury(receipt, data, 'cannot run this message: %s: %s' % (type(exc).__name__, exc))
+            return exc
+
+    def run_message(self, number, receipt, data, task):
+        huey = self.huey
+        if isinstance(task, Exception):
+            self.bury(receipt, data, 'cannot run this message: %s: %s' % (type(task).__name__, task))
             return
         if task.at_most_once:
             # Recorded before it starts and removed when it ends: if this process
@@ -195,12 +245,21 @@ class Pool(Child):
             huey.add_dead_letter(data, 'interrupted before it finished; not run again because '
                                  'the task is at_most_once', task, key='running.' + task.id)
             self.ack(receipt)
+            self.flush_writes()  # the acknowledgement must be stored before the task starts
             receipt = None
         self.current[number] = (task, time.monotonic(), receipt, data)
         try:
             huey.execute(task)
         except Interrupted:
             raise
+        except huey.storage.transient_errors as exc:
+            # The storage went away while the task was being handled, perhaps before it
+            # ran at all (the revocation check): never acknowledge it, hand it back.
+            logger.warning('storage unavailable while handling %s (%s); it goes back on '
+                           'the queue', task, exc)
+            del self.current[number]
+            self.release(receipt)
+            return
         except Exception as exc:
             logger.exception('internal error while running %s', task)
             self.event(EVENT_ERROR_INTERNAL, task, exception=exc)
@@ -218,12 +277,24 @@ class Pool(Child):
         """A message that cannot run goes to the dead letters; the worker goes on."""
         try:
             letter = self.huey.add_dead_letter(data, reason)
+        except self.huey.storage.transient_errors as exc:
+            logger.warning('%s; the storage is unavailable to keep it as a dead letter (%s), '
+                           'so it goes back on the queue', reason, exc)
+            self.release(receipt)
+            return
         except Exception:
             logger.exception('%s, and it could not be kept as a dead letter; its raw payload '
                              'was: %r', reason, data)
             letter = None
         self.event(EVENT_ERROR_DEQUEUEING, error=True, traceback=reason, dead_letter=letter)
         self.ack(receipt)
+
+    def release(self, receipt):
+        """Give one claim back to the queue after the writes before it."""
+        self.flush_writes()
+        if receipt is not None:
+            self.patiently('hand a task back', self.huey.storage.release, self.worker_id,
+                           [receipt])
 
     def ack(self, receipt):
         if receipt is not None:
@@ -276,6 +347,8 @@ class Pool(Child):
             if rss > max_memory:
                 self.stop('using %d MiB, over --max-memory %d MiB; recycling'
                           % (rss >> 20, max_memory >> 20))
+        if self.reporter is not None:
+            self.reporter.tick()
 
     def describe(self):
         prefix = '%d/%d' % (self.index + 1, self.count)

@@ -14,6 +14,8 @@ import time
 
 from hueyd.daemon.child import EXIT_BOOT_FAILED, Child
 from hueyd.events import EVENT_CHECKING_PERIODIC, EVENT_SCHEDULING_PERIODIC
+from hueyd.metrics import MetricsServer
+from hueyd.nodes import NodeReporter
 from hueyd.times import now
 
 logger = logging.getLogger('hueyd.daemon')
@@ -24,10 +26,11 @@ PERIODIC_MARK_TTL = 3600
 
 class Scheduler(Child):
     kind = 'scheduler'
+    reporter = None  # publishes the node's state for hueyctl status, once the app is loaded
 
     def main(self):
         self.title('booting')
-        self.start_heartbeat()
+        self.start_heartbeat(on_beat=lambda: self.reporter and self.reporter.tick())
         if self.load() is None:
             return EXIT_BOOT_FAILED
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -37,7 +40,13 @@ class Scheduler(Child):
         logger.info('scheduler ready (interval %ss, periodic tasks %s)',
                     self.config.scheduler_interval,
                     'off' if self.config.no_periodic else 'on')
+        self.reporter = NodeReporter(self)
+        metrics = self.config.metrics_port and MetricsServer(
+            self.huey, self.config, self.master_pid).start()
         self.loop()
+        if metrics:
+            metrics.close()
+        self.reporter.close()
         return 0
 
     def loop(self):

@@ -251,6 +251,27 @@ class MemoryStorage(BaseStorage):
         with self._lock:
             return sum(self._dead.pop(key, None) is not None for key in keys)
 
+    # --- node state ----------------------------------------------------------
+    def _state_of(self, kind):
+        """``{key: (value, monotonic expiry)}`` of ``kind`` (lock held)."""
+        return self.__dict__.setdefault('_states', {}).setdefault(kind, {})
+
+    def put_state(self, kind, key, value, ttl):
+        with self._lock:
+            self._state_of(kind)[key] = (value, time.monotonic() + ttl)
+
+    def states(self, kind):
+        now = time.monotonic()
+        with self._lock:
+            entries = self._state_of(kind)
+            for key in [key for key, (_, expiry) in entries.items() if expiry <= now]:
+                del entries[key]
+            return {key: value for key, (value, _) in entries.items()}
+
+    def delete_state(self, kind, key):
+        with self._lock:
+            self._state_of(kind).pop(key, None)
+
 
 def _count(limit, items):
     return len(items) if limit is None else max(0, min(limit, len(items)))

@@ -413,3 +413,39 @@ class SqliteStorage(BaseStorage):
             removed += len(self._rows('DELETE FROM hueyd_dead WHERE name = ? AND key = ? RETURNING 1',
                                       self.name, key))
         return removed
+
+    # --- node state: a small table, rows expire by their expires_at ----------------
+    STATE_SCHEMA = """
+    CREATE TABLE IF NOT EXISTS hueyd_state (
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value BLOB NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (name, kind, key));
+    """
+
+    def _state_conn(self):
+        conn = self.conn
+        if getattr(self._local, 'state_conn', None) is not conn:  # created on first use
+            conn.executescript(self.STATE_SCHEMA)
+            self._local.state_conn = conn
+        return conn
+
+    def put_state(self, kind, key, value, ttl):
+        now = time.time()
+        conn = self._state_conn()
+        with self._immediate():
+            conn.execute('INSERT OR REPLACE INTO hueyd_state (name, kind, key, value, expires_at) '
+                         'VALUES (?, ?, ?, ?, ?)', (self.name, kind, key, value, now + ttl))
+            conn.execute('DELETE FROM hueyd_state WHERE name = ? AND kind = ? AND expires_at <= ?',
+                         (self.name, kind, now))
+
+    def states(self, kind):
+        return dict(self._state_conn().execute(
+            'SELECT key, value FROM hueyd_state WHERE name = ? AND kind = ? AND expires_at > ? '
+            'ORDER BY key', (self.name, kind, time.time())).fetchall())
+
+    def delete_state(self, kind, key):
+        self._state_conn().execute('DELETE FROM hueyd_state WHERE name = ? AND kind = ? AND key = ?',
+                                   (self.name, kind, key))

@@ -1,0 +1,23 @@
+"""The application ``manage.py run_hueyd`` gives the daemon: ``hueyd.contrib.django.daemon.huey``.
+
+Imported by the daemon's children after they fork from the management command
+(so Django is set up already): settings.HUEY, with every installed app's
+``tasks`` module imported, as huey's run_huey does (unless ``-A``). A SIGHUP
+reload imports the tasks modules anew in the new children.
+"""
+import logging
+
+from django.utils.module_loading import autodiscover_modules
+
+from hueyd.contrib import django as djhueyd
+
+logger = logging.getLogger('hueyd.django')
+
+huey = djhueyd.HUEY
+if djhueyd.AUTOLOAD:
+    autodiscover_modules('tasks')
+if huey.immediate:
+    # DEBUG makes the web process run tasks inline; the daemon must take them from storage.
+    logger.info('settings.HUEY is in immediate mode (DEBUG = True?); the daemon turns it off '
+                'for itself. Set HUEY["immediate"] = False for your web process to enqueue here')
+    huey.immediate = False
