@@ -482,13 +482,13 @@ class NotifySocket:
 
 # -- fixtures -----------------------------------------------------------------
 
-@pytest.fixture
-def make_app(tmp_path, request):
-    """make_app('sqlite' | 'redis') -> App in its own directory under tmp_path."""
+def app_factory(tmp_path, request, build, prefix='app'):
+    """The body of an app fixture: ``factory(storage, **options)`` builds an app in a
+    directory of its own on SQLite or the session Redis; every app is closed at teardown."""
     apps = []
 
-    def factory(storage='sqlite'):
-        directory = tmp_path / ('app%d' % len(apps))
+    def factory(storage='sqlite', **options):
+        directory = tmp_path / ('%s%d' % (prefix, len(apps)))
         directory.mkdir()
         if storage == 'sqlite':
             url = 'sqlite:///%s/huey.db' % directory
@@ -496,7 +496,7 @@ def make_app(tmp_path, request):
             url = request.getfixturevalue('redis_server').url
         else:
             raise ValueError(storage)
-        apps.append(App(directory, url))
+        apps.append(build(directory, url, **options))
         return apps[-1]
 
     yield factory
@@ -505,6 +505,12 @@ def make_app(tmp_path, request):
             app.close()
         except Exception:
             pass
+
+
+@pytest.fixture
+def make_app(tmp_path, request):
+    """make_app('sqlite' | 'redis') -> App in its own directory under tmp_path."""
+    yield from app_factory(tmp_path, request, App)
 
 
 @pytest.fixture

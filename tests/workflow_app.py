@@ -8,7 +8,7 @@ module ``app``, exactly like tests/daemon_harness.py does with its own app, so
 """
 import pytest
 
-from daemon_harness import App
+from daemon_harness import App, app_factory
 
 SOURCE = '''\
 """Workflow test application (written by tests/workflow_app.py)."""
@@ -135,21 +135,5 @@ class WorkflowApp(App):
 
 @pytest.fixture
 def workflow_app(tmp_path, request):
-    apps = []
-
-    def factory(storage='sqlite', priority=False):
-        directory = tmp_path / ('wapp%d' % len(apps))
-        directory.mkdir()
-        if storage == 'sqlite':
-            url = 'sqlite:///%s/huey.db' % directory
-        else:
-            url = request.getfixturevalue('redis_server').url
-        apps.append(WorkflowApp(directory, url, priority))
-        return apps[-1]
-
-    yield factory
-    for app in apps:
-        try:
-            app.close()
-        except Exception:
-            pass
+    """workflow_app('sqlite' | 'redis', priority=False) -> WorkflowApp in its own directory."""
+    yield from app_factory(tmp_path, request, WorkflowApp, prefix='wapp')
