@@ -45,6 +45,10 @@ class _Hooks(OrderedDict):
             return fn
         return decorator
 
+    def unregister(self, name):
+        """Remove the hook registered as ``name`` (or the function itself); True if there was one."""
+        return self.pop(getattr(name, '__name__', name), None) is not None
+
 
 class Huey:
     """A task queue bound to one storage.
@@ -168,16 +172,16 @@ class Huey:
         return self._shutdown.register(name)
 
     def unregister_pre_execute(self, name):
-        return self._pre_execute.pop(getattr(name, '__name__', name), None) is not None
+        return self._pre_execute.unregister(name)
 
     def unregister_post_execute(self, name):
-        return self._post_execute.pop(getattr(name, '__name__', name), None) is not None
+        return self._post_execute.unregister(name)
 
     def unregister_on_startup(self, name):
-        return self._startup.pop(getattr(name, '__name__', name), None) is not None
+        return self._startup.unregister(name)
 
     def unregister_on_shutdown(self, name):
-        return self._shutdown.pop(getattr(name, '__name__', name), None) is not None
+        return self._shutdown.unregister(name)
 
     def run_startup_hooks(self):
         self._run_hooks(self._startup, 'startup')

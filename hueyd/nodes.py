@@ -41,11 +41,6 @@ def node_id(master_pid, host=None):
     return '%s:%d' % (host or socket.gethostname(), master_pid)
 
 
-def supports_state(storage):
-    from hueyd.storage.base import BaseStorage
-    return type(storage).put_state is not BaseStorage.put_state
-
-
 def hueyd_version():
     from hueyd import __version__
     return __version__
@@ -66,7 +61,7 @@ class Reporter:
         self.storage = child.huey.storage
         self.key = key
         self.node = node_id(child.master_pid)
-        self.enabled = supports_state(self.storage)
+        self.enabled = self.storage.supports('put_state')
         self._lock = threading.Lock()
         self._closed = False
         self._next = 0.0
@@ -216,7 +211,7 @@ def decode_records(records):
 def read_nodes(storage):
     """The live nodes, each a node record (or a stand-in when only its pools report)
     with ``pools``: its pool records, sorted."""
-    if not supports_state(storage):
+    if not storage.supports('put_state'):
         return None
     nodes = {record.get('node'): dict(record, pools=[])
              for record in decode_records(storage.states(NODE))}

@@ -231,14 +231,19 @@ class Master:
         else:
             child = Pool(self.config, heartbeat, self.pid, slot,
                          len(self.desired_slots()) - 1, self.app)
-        logs.flush()
+        pid = self.fork(child)
+        self.children[pid] = ChildRecord(pid, slot, self.generation, heartbeat, time.monotonic())
+        logger.debug('started %s %d', 'scheduler' if slot == SCHEDULER else 'pool %d' % (slot + 1), pid)
+        return pid
+
+    def fork(self, child):
+        """Start ``child`` in a new process; returns its pid."""
+        logs.flush()  # or the child would write the master's buffered lines again
         pid = os.fork()
         if pid == 0:
             os.close(self._wake_r)
             os.close(self._wake_w)
             child.run()  # never returns
-        self.children[pid] = ChildRecord(pid, slot, self.generation, heartbeat, time.monotonic())
-        logger.debug('started %s %d', 'scheduler' if slot == SCHEDULER else 'pool %d' % (slot + 1), pid)
         return pid
 
     def reap(self):
@@ -416,13 +421,7 @@ class Master:
     # --- preflight ------------------------------------------------------------
     def preflight(self, announce):
         """Import the app in a throwaway child; True when it loads."""
-        child = Preflight(self.config, self.pid, self.app, announce)
-        logs.flush()
-        pid = os.fork()
-        if pid == 0:
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            child.run()
+        pid = self.fork(Preflight(self.config, self.pid, self.app, announce))
         deadline = time.monotonic() + PREFLIGHT_TIMEOUT
         while True:
             try:

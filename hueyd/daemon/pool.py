@@ -75,8 +75,7 @@ class Pool(Child):
         self.start_heartbeat(on_beat=self.on_beat)
         if self.load() is None:
             return EXIT_BOOT_FAILED
-        from hueyd.storage.base import BaseStorage  # here: the master never loads storages
-        self.claims = type(self.huey.storage).claim is not BaseStorage.claim
+        self.claims = self.huey.storage.supports('claim')
         if not self.claims:
             logger.warning('%s cannot claim messages: a task running when this pool dies is '
                            'lost (at-most-once delivery)', type(self.huey.storage).__name__)

@@ -53,8 +53,7 @@ class Scheduler(Child):
         config = self.config
         next_full_read = next_recovery = 0.0
         recovery_interval = min(5.0, config.lease_timeout / 3)
-        from hueyd.storage.base import BaseStorage  # here: the master never loads storages
-        can_recover = type(self.huey.storage).recover is not BaseStorage.recover
+        can_recover = self.huey.storage.supports('recover')
         last_minute = None
         outage_delay = None
         while not self.stopping:

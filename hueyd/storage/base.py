@@ -34,6 +34,10 @@ class BaseStorage:
     def close(self):
         """Release connections; the storage may be used again afterwards."""
 
+    def supports(self, method):
+        """True when this storage implements the optional ``method`` (claim, recover, put_state…)."""
+        return getattr(type(self), method) is not getattr(BaseStorage, method)
+
     # --- queue -------------------------------------------------------------
     def enqueue(self, data, priority=None):
         """Add one message; ``priority`` None counts as 0, higher runs first."""
