@@ -82,7 +82,6 @@ class Huey:
         self._locks = set()
         self._tasks_in_flight = set()
         self._in_flight_lock = threading.Lock()
-        self._local = threading.local()  # per worker thread: a revocation snapshot
         # Ids of tasks a stopping worker is handing back to the queue itself: an
         # enqueue() of them (the old advice for SIGNAL_INTERRUPTED handlers) is a no-op.
         self._releasing = set()
@@ -301,25 +300,27 @@ class Huey:
     def ready_to_run(self, task, timestamp=None):
         return task.eta is None or task.eta <= (timestamp or self._now())
 
-    def execute(self, task, timestamp=None):
+    def execute(self, task, timestamp=None, revocations=None):
         """Run one dequeued task here: schedule it if early, skip it if revoked or expired.
 
+        ``revocations``: a recent snapshot of every revocation (see
+        ``read_revocations``) that spares asking the storage.
         Returns the task's return value (None when it did not run or failed).
         With events on, the events of the whole call are published together at its end.
         """
         if self._emitter is None:
-            return self._execute(task, timestamp)
+            return self._execute(task, timestamp, revocations)
         self._emitter.begin()
         try:
-            return self._execute(task, timestamp)
+            return self._execute(task, timestamp, revocations)
         finally:
             self._emitter.end()
 
-    def _execute(self, task, timestamp=None):
+    def _execute(self, task, timestamp, revocations):
         timestamp = timestamp or self._now()
         if not self.ready_to_run(task, timestamp):
             self.add_schedule(task)
-        elif self.is_revoked(task, timestamp, peek=False):
+        elif self.is_revoked(task, timestamp, peek=False, snapshot=revocations):
             logger.warning('%s was revoked, not running it', task)
             self._emit(S.SIGNAL_REVOKED, task)
             self._abort_chord_member(task, Skipped('revoked', task.id))
@@ -562,19 +563,19 @@ class Huey:
     def _put_revocation(self, key, revoke_until, revoke_once):
         if revoke_until is not None:
             revoke_until = to_naive(revoke_until, self.utc)
-        self.put(key, (revoke_until, revoke_once))
+        self.storage.put_revocation(key, self.serializer.serialize((revoke_until, revoke_once)))
 
     def revoke_all(self, task_class, revoke_until=None, revoke_once=False):
         self._put_revocation(self._revoke_key(task_class), revoke_until, revoke_once)
 
     def restore_all(self, task_class):
-        return self.delete(self._revoke_key(task_class))
+        return self.storage.delete_revocation(self._revoke_key(task_class))
 
     def revoke(self, task, revoke_until=None, revoke_once=False):
         self._put_revocation(task.revoke_id, revoke_until, revoke_once)
 
     def restore(self, task):
-        return self.delete(task.revoke_id)
+        return self.storage.delete_revocation(task.revoke_id)
 
     def revoke_by_id(self, id, revoke_until=None, revoke_once=False):
         return self.revoke(Task(id=id), revoke_until, revoke_once)
@@ -587,49 +588,36 @@ class Huey:
             return [self._revoke_key(task)]
         return [task.revoke_id, self._revoke_key(type(task))]
 
-    def is_revoked(self, task, timestamp=None, peek=True):
+    def is_revoked(self, task, timestamp=None, peek=True, snapshot=None):
         """True when ``task`` (an instance, or a task class) must not run at ``timestamp``.
 
-        With ``peek=False`` a revoke-once entry is used up.
+        With ``peek=False`` a revoke-once entry is used up. ``snapshot``: a dict
+        of revocation keys to values, taken just before, in which a missing key
+        means "not revoked" (``read_revocations``, or what a claim returned).
         """
         keys = self._revocation_keys(task)
-        snapshot = getattr(self._local, 'revocations', None)
-        if snapshot is not None and all(key in snapshot for key in keys):
-            values = [snapshot[key] for key in keys]
+        if snapshot is None:
+            values = self.storage.read_revocations(keys)
         else:
-            values = self.storage.peek_many(keys)
+            values = [snapshot.get(key, EmptyData) for key in keys]
         timestamp = timestamp or self._now()
         for key, data in zip(keys, values):
             if data is EmptyData:
                 continue
             revoke_until, revoke_once = self.serializer.deserialize(data)
             if revoke_until is not None and revoke_until <= timestamp:
-                self.delete(key)  # the revocation has run out
-                self._forget_revocation(key)
+                self.storage.delete_revocation(key)  # the revocation has run out
                 continue
-            if revoke_once and not peek:
-                self.delete(key)
-                self._forget_revocation(key)
+            if revoke_once and not peek and not self.storage.delete_revocation(key):
+                continue  # another worker used it up (or it was restored) meanwhile
             return True
         return False
 
-    def prefetch_revocations(self, tasks):
-        """Read the revocations of ``tasks`` in one storage call, for this thread's execute().
-
-        A worker about to run a batch of quick tasks calls it, and drops the
-        snapshot (forget_revocations) as soon as one task is slow: a revocation
-        made meanwhile is seen at most one batch of quick tasks later.
-        """
+    def read_revocations(self, tasks):
+        """A snapshot for ``execute(revocations=...)``: the revocations of ``tasks``, in one read."""
         keys = list(dict.fromkeys(key for task in tasks for key in self._revocation_keys(task)))
-        self._local.revocations = dict(zip(keys, self.storage.peek_many(keys)))
-
-    def forget_revocations(self):
-        self._local.revocations = None
-
-    def _forget_revocation(self, key):
-        snapshot = getattr(self._local, 'revocations', None)
-        if snapshot is not None:
-            snapshot[key] = EmptyData
+        return {key: value for key, value in zip(keys, self.storage.read_revocations(keys))
+                if value is not EmptyData}
 
     # --- inspection -----------------------------------------------------------
     def pending(self, limit=None):

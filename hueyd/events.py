@@ -16,6 +16,7 @@ Cost: the events of one ``Huey.execute()`` call are buffered (per thread, or per
 greenlet under gevent) and published in one storage call when it returns;
 events sent outside ``execute()`` are published at once.
 """
+import collections
 import json
 import logging
 import threading
@@ -89,12 +90,22 @@ FAILURE_ATTR = '_hueyd_failure'  # set by Huey before it sends a failure signal
 STORING_RESULT_ATTR = '_hueyd_storing_result'
 
 
+_ENCODER = json.JSONEncoder(default=str, separators=(',', ':'))  # built once: json.dumps
+# builds an encoder on every call that passes options
+
+
 def encode(event):
-    return json.dumps(event, default=str, separators=(',', ':')).encode()
+    return _ENCODER.encode(event).encode()
 
 
 def decode(data):
     return json.loads(data)
+
+
+def decode_all(data):
+    """The events in one published message: a single event, or a JSON array of them."""
+    value = json.loads(data)
+    return value if isinstance(value, list) else [value]
 
 
 class EventEmitter:
@@ -197,7 +208,7 @@ class EventListener:
         self.channel = channel
         self._fetch = fetch
         self._close = close
-        self._pending = []
+        self._pending = collections.deque()  # decoded events
         self.closed = False
 
     def get_event(self, timeout=None):
@@ -207,10 +218,11 @@ class EventListener:
                 return None
             # Wake up at least every second, so a close() from another thread is noticed.
             wait = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
-            self._pending.extend(self._fetch(wait))
+            for data in self._fetch(wait):
+                self._pending.extend(decode_all(data))
             if not self._pending and deadline is not None and time.monotonic() >= deadline:
                 return None
-        return decode(self._pending.pop(0))
+        return self._pending.popleft()
 
     def listen(self):
         while not self.closed:

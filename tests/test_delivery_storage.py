@@ -2,11 +2,13 @@
 
 Runs on every storage, and on PriorityRedisStorage, whose claims differ.
 """
+import threading
 import time
 
 import pytest
 
-from hueyd.storage import PriorityRedisStorage
+from hueyd.constants import EmptyData
+from hueyd.storage import PriorityRedisStorage, RedisStorage
 from support import make_storage, wait_until
 
 
@@ -121,3 +123,71 @@ def test_dead_letters(store):
     assert store.dead_letters() == [('k2', b'two')]
     store.flush_all()
     assert store.dead_letters() == []
+
+
+def test_revocations_are_kept_read_and_used_up(store):
+    store.put_revocation('r:a', b'1')
+    store.put_revocation('rt:t', b'2')
+    assert store.read_revocations(['r:a', 'r:b', 'rt:t']) == [b'1', EmptyData, b'2']
+    assert store.delete_revocation('r:a') is True
+    assert store.delete_revocation('r:a') is False  # one caller only uses up a revoke-once
+    store.flush_results()
+    assert store.read_revocations(['rt:t']) == [EmptyData]
+
+
+@pytest.fixture(params=['redis', 'priority-redis'])
+def redis_store(request, redis_server, queue_name):
+    cls = PriorityRedisStorage if request.param == 'priority-redis' else RedisStorage
+    storage = cls(queue_name, url=redis_server.url, read_timeout=5)
+    yield storage
+    storage.flush_all()
+    storage.close()
+
+
+def test_a_redis_claim_brings_every_revocation_in_its_round_trip(redis_store):
+    redis_store.put_revocation('r:a', b'1')
+    redis_store.enqueue(b'm')
+    claimed = redis_store.claim('w')
+    assert [data for _, data in claimed] == [b'm']
+    assert claimed.revocations == {'r:a': b'1'}
+    # So many that the worker had better read the few it needs: it is told so.
+    for i in range(64):
+        redis_store.put_revocation('r:%d' % i, b'x')
+    redis_store.enqueue(b'n')
+    assert redis_store.claim('w').revocations is None
+
+
+def test_a_blocking_claim_brings_the_revocations_made_while_it_waited(redis_store, redis_server):
+    other = type(redis_store)(redis_store.name, url=redis_server.url)
+    admin = redis_server.client()
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(redis_store.claim('w')))
+    waiter.start()
+    wait_until(lambda: any(client['cmd'] in ('brpoplpush', 'brpop')
+                           for client in admin.client_list()),
+               timeout=5, message='the claim never blocked')
+    other.put_revocation('r:late', b'1')
+    other.enqueue(b'x')
+    waiter.join(10)
+    claimed, = got
+    assert [data for _, data in claimed] == [b'x']
+    assert claimed.revocations == {'r:late': b'1'}
+    other.close()
+
+
+def test_the_writes_of_every_batching_thread_go_out_together(redis_store):
+    def write(item):
+        redis_store.begin_batch()
+        redis_store.enqueue(item)
+
+    thread = threading.Thread(target=write, args=(b'from another thread',))
+    thread.start()
+    thread.join()
+    write(b'from this one')
+    assert redis_store.queue_size() == 0  # both waiting in the batch
+    redis_store.flush_batch(wait=True)
+    assert sorted(redis_store.enqueued_items()) == [b'from another thread', b'from this one']
+    with redis_store.unbatched():
+        redis_store.enqueue(b'at once')
+    assert redis_store.queue_size() == 3
+    redis_store.end_batch()

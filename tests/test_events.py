@@ -358,7 +358,9 @@ def test_redis_publishes_json_on_its_channel(redis_server, queue_name):
     job()
     drain(huey)
     message = wait_until(lambda: raw.get_message(timeout=1))
-    assert json.loads(message['data'])['status'] == EVENT_STARTED
+    # The events of one execute() travel in one message: a JSON array.
+    assert [event['status'] for event in json.loads(message['data'])] == [EVENT_STARTED,
+                                                                         EVENT_FINISHED]
     raw.close()
     huey.flush()
 

@@ -4,9 +4,11 @@
 main thread that watches them; ``-k process`` runs its single worker in the
 main thread, so SIGTERM and SIGALRM (task timeouts) can interrupt the task.
 
-Delivery is at least once: a worker *claims* a message (it stays in storage,
-recorded under this pool) and acknowledges it only once its result or error is
-stored. The pool renews its lease from the heartbeat thread; if the process
+Delivery is at least once: the pool *claims* messages (they stay in storage,
+recorded under this pool; hueyd.daemon.inbox shares them among the workers) and
+acknowledges each only once its result or error is stored. The workers' writes
+go out together (a storage write batch): after a slow task, and whenever a
+worker finds nothing more claimed. The pool renews its lease from the heartbeat thread; if the process
 dies, any hueyd scheduler on the same storage returns its claims to the queue
 when the lease runs out. Messages that cannot run go to the dead letters.
 
@@ -21,6 +23,7 @@ import threading
 import time
 
 from hueyd.daemon.child import EXIT_BOOT_FAILED, Child
+from hueyd.daemon.inbox import FAST_TASK, Batch, Inbox, Message
 from hueyd.events import EVENT_ERROR_DEQUEUEING, EVENT_ERROR_INTERNAL
 from hueyd.metrics import count_tasks
 from hueyd.nodes import PoolReporter
@@ -28,11 +31,6 @@ from hueyd.nodes import PoolReporter
 logger = logging.getLogger('hueyd.daemon')
 
 MEMORY_CHECK_EVERY = 5.0  # seconds
-# A task at least this quick is "fast": claims grow and writes wait for the next
-# task's. One slower task sends the writes at once and claims one at a time again,
-# so slow tasks are never hoarded by one worker while others sit idle.
-FAST_TASK = 0.005  # seconds
-MAX_CLAIM = 32
 
 
 class Interrupted(KeyboardInterrupt):
@@ -55,6 +53,9 @@ class Pool(Child):
         self.current = {}  # worker number -> (task, monotonic start, receipt, raw message)
         self.worker_id = None  # set after fork: this process's own id
         self.claims = None  # whether the storage supports claims, known once the app loads
+        self.inbox = Inbox(self.fetch, lambda: self.stopping)
+        self._delay = config.delay  # the fetcher's polling delay, with backoff
+        self._outage = False
         self._next_lease_beat = 0.0
         self._lease_outage = False
         self.tasks_done = 0
@@ -125,6 +126,7 @@ class Pool(Child):
                     logger.error('worker %d died; starting a new one', number)
                     threads[number] = self.start_worker(number)
         self.workers_stop.set()
+        self.inbox.wake_all()
         # Graceful: let the workers finish their tasks, unless SIGTERM arrives meanwhile.
         while not self.fast and any(thread.is_alive() for thread in threads.values()):
             for thread in threads.values():
@@ -150,7 +152,7 @@ class Pool(Child):
                 logger.warning('%s was interrupted after %.1fs and is back on the queue',
                                task, time.monotonic() - started)
         self.current.clear()
-        self.flush_writes()  # finished tasks are acknowledged, not handed back to run again
+        self.flush_writes(wait=True)  # finished tasks are acknowledged, not handed back to run again
         if self.claims:
             self.patiently('hand back claims', self.huey.storage.retire_worker, self.worker_id)
 
@@ -162,58 +164,64 @@ class Pool(Child):
         try:
             self.work_loop(number)
         finally:
-            self.flush_writes()
+            self.flush_writes(wait=True)
             huey.storage.end_batch()
         if not self.fast:
             huey.run_shutdown_hooks()
 
     def work_loop(self, number):
-        huey, config = self.huey, self.config
-        delay, outage, size = config.delay, False, 1
         while not self.stopping:
-            try:
-                claimed = self.claim(size)
-            except Exception as exc:
-                if not outage:
-                    logger.error('cannot read the queue (%s: %s); retrying with backoff '
-                                 'until the storage answers', type(exc).__name__, exc)
-                    self.event(EVENT_ERROR_DEQUEUEING, exception=exc)
-                    outage = True
-                delay = self.pause(delay)
+            message = self.inbox.take()
+            if message is None or self.stopping:  # a claim not started goes back with the rest
                 continue
-            if outage:
-                logger.info('the queue can be read again')
-                outage = False
-            if not claimed:
-                if not huey.storage.blocking:
-                    delay = self.pause(delay)
-                continue
-            delay = config.delay
-            messages = [(receipt, data, self.decode(data)) for receipt, data in claimed]
-            if len(messages) > 1:
-                huey.prefetch_revocations([task for _, _, task in messages
-                                           if not isinstance(task, Exception)])
-            all_fast = True
-            for index, (receipt, data, task) in enumerate(messages):
-                if self.stopping:  # claimed but not started: straight back to the queue
-                    self.flush_writes()
-                    self.patiently('release claims', huey.storage.release, self.worker_id,
-                                   [r for r, _, _ in messages[index:]])
-                    break
-                started = time.monotonic()
-                self.run_message(number, receipt, data, task)
-                if time.monotonic() - started > FAST_TASK:
-                    all_fast = False
-                    huey.forget_revocations()
-                    self.flush_writes()
-            huey.forget_revocations()
-            self.flush_writes()
-            size = min(size * 2, MAX_CLAIM) if all_fast and len(claimed) == size else 1
+            started = time.monotonic()
+            self.run_message(number, message)
+            seconds = time.monotonic() - started
+            self.inbox.finished(seconds)
+            if seconds > FAST_TASK or not len(self.inbox):
+                self.flush_writes()
 
-    def flush_writes(self):
-        """Send the results, events and acknowledgements of the tasks run so far."""
+    def fetch(self, count):
+        """Claim up to ``count`` messages for the inbox (the fetching worker calls it)."""
+        huey, config = self.huey, self.config
+        self.flush_writes()  # the results so far go out before a wait on the queue
         try:
-            self.huey.storage.flush_batch()
+            claimed = self.claim(count)
+        except Exception as exc:
+            if not self._outage:
+                logger.error('cannot read the queue (%s: %s); retrying with backoff '
+                             'until the storage answers', type(exc).__name__, exc)
+                self.event(EVENT_ERROR_DEQUEUEING, exception=exc)
+                self._outage = True
+            self._delay = self.pause(self._delay)
+            return []
+        if self._outage:
+            logger.info('the queue can be read again')
+            self._outage = False
+        if not claimed:
+            if not huey.storage.blocking:
+                self._delay = self.pause(self._delay)
+            return []
+        self._delay = config.delay
+        tasks = [self.decode(data) for _, data in claimed]
+        revocations = getattr(claimed, 'revocations', None)
+        if revocations is None:
+            try:
+                revocations = huey.read_revocations(
+                    [task for task in tasks if not isinstance(task, Exception)])
+            except huey.storage.transient_errors:
+                pass  # each task asks for itself, and goes back if the storage is still away
+        batch = Batch(revocations)
+        return [Message(receipt, data, task, batch)
+                for (receipt, data), task in zip(claimed, tasks)]
+
+    def flush_writes(self, wait=False):
+        """Send the results, events and acknowledgements of the tasks run so far.
+
+        ``wait``: until they are sent, even when another worker is sending already.
+        """
+        try:
+            self.huey.storage.flush_batch(wait)
         except Exception as exc:
             # Unacknowledged, those tasks come back after this pool's lease: run twice, not lost.
             logger.error('could not write the results and acknowledgements of the last tasks '
@@ -233,8 +241,8 @@ class Pool(Child):
         except Exception as exc:
             return exc
 
-    def run_message(self, number, receipt, data, task):
-        huey = self.huey
+    def run_message(self, number, message):
+        huey, receipt, data, task = self.huey, message.receipt, message.data, message.task
         if isinstance(task, Exception):
             self.bury(receipt, data, 'cannot run this message: %s: %s' % (type(task).__name__, task))
             return
@@ -244,11 +252,11 @@ class Pool(Child):
             huey.add_dead_letter(data, 'interrupted before it finished; not run again because '
                                  'the task is at_most_once', task, key='running.' + task.id)
             self.ack(receipt)
-            self.flush_writes()  # the acknowledgement must be stored before the task starts
+            self.flush_writes(wait=True)  # the acknowledgement must be stored before it starts
             receipt = None
         self.current[number] = (task, time.monotonic(), receipt, data)
         try:
-            huey.execute(task)
+            huey.execute(task, revocations=message.batch.fresh_revocations())
         except Interrupted:
             raise
         except huey.storage.transient_errors as exc:

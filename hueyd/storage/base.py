@@ -7,6 +7,8 @@ A storage keeps four things for one queue ``name``:
 * the **schedule**: messages that must not run before a unix timestamp;
 * the **data store**: a key/value map of ``bytes`` used for results, revocations
   and locks (``is_result`` tells results apart for ``result_items()``);
+  revocations go through their own methods so a storage may keep them apart
+  and hand them out with a claim (see ``Claimed``);
 * **counters**: integers changed atomically with ``incr`` (chords, rate limits).
 
 Every method takes and returns ``bytes`` (or ints and floats); serialization is
@@ -17,6 +19,17 @@ raises ``NotImplementedError``, and pass the class as ``storage_class`` to
 import contextlib
 
 from hueyd.constants import EmptyData
+
+
+class Claimed(list):
+    """What ``claim()`` returns: a list of ``(receipt, data)``.
+
+    ``revocations`` is ``None``, or, for a storage that reads them in the same
+    step as the claim, a dict of *every* revocation key that exists to its
+    value: a key missing from it was not revoked when the messages were
+    claimed. It spares the worker a round trip per batch.
+    """
+    revocations = None
 
 
 class BaseStorage:
@@ -96,6 +109,18 @@ class BaseStorage:
     def peek_many(self, keys):
         return [self.peek_data(key) for key in keys]
 
+    # Revocations live in the data store unless a storage keeps them apart.
+    def put_revocation(self, key, value):
+        self.put_data(key, value)
+
+    def read_revocations(self, keys):
+        """The value of each revocation key, or ``EmptyData``, in order."""
+        return self.peek_many(keys)
+
+    def delete_revocation(self, key):
+        """Remove a revocation; True when it existed (so one caller uses up a revoke-once)."""
+        return self.delete_data(key)
+
     def pop_data(self, key):
         """Remove and return the value for ``key``, or ``EmptyData``; atomic."""
         raise NotImplementedError
@@ -134,15 +159,20 @@ class BaseStorage:
         raise NotImplementedError
 
     # --- write batches --------------------------------------------------------
-    # A worker running a run of quick tasks may ask for their writes (results,
-    # events, acknowledgements) to be sent together. Storages that cannot batch
-    # simply write at once: these defaults do nothing.
+    # The workers of a pool may ask for their writes (results, events,
+    # acknowledgements) to be sent together: the writes of every batching thread
+    # wait in one batch, in order, until one of them flushes it. Storages that
+    # cannot batch simply write at once: these defaults do nothing.
 
     def begin_batch(self):
         """From now on this thread's writes may wait for flush_batch()."""
 
-    def flush_batch(self):
-        """Send this thread's waiting writes, in order."""
+    def flush_batch(self, wait=False):
+        """Send the waiting writes of every batching thread, in order.
+
+        When another thread is sending already, it sends these too once it is
+        done; ``wait=True`` returns only after they are sent (or raises).
+        """
 
     def end_batch(self):
         """Flush, and write at once again."""
@@ -160,7 +190,7 @@ class BaseStorage:
     # storage needs to find one claim again.
 
     def claim(self, worker, count=1, lease=30.0):
-        """Move up to ``count`` messages into ``worker``'s claims; a list of ``(receipt, data)``.
+        """Move up to ``count`` messages into ``worker``'s claims; a ``Claimed`` list.
 
         Renews the worker's lease for ``lease`` seconds. A blocking storage waits
         up to its read timeout for a message when the queue is empty.

@@ -14,7 +14,9 @@ Keys for a queue called ``<name>``:
 ``hueyd.<name>.results``
     hash of the values stored with ``is_result=True``.
 ``hueyd.<name>.data``
-    hash of the other values (revocations, locks taken without a ttl).
+    hash of the other values (locks taken without a ttl, chord state).
+``hueyd.<name>.revoked``
+    hash of revocations, apart so a claim can return them all in its round trip.
 ``hueyd.<name>.ttl.<key>``
     plain string key written by ``put_if_empty(..., ttl=...)`` with SET PX, so
     Redis itself expires it (a lock whose holder died frees itself).
@@ -39,7 +41,7 @@ from contextlib import contextmanager
 
 from hueyd.constants import EmptyData
 from hueyd.exceptions import ConfigurationError
-from hueyd.storage.base import BaseStorage
+from hueyd.storage.base import BaseStorage, Claimed
 
 try:
     import redis
@@ -108,8 +110,23 @@ local function requeue(queue, wake, entry)
 end
 """
 
-# KEYS: queue, claims, leases. ARGV: priority flag, worker, count, lease seconds.
-CLAIM = LUA_NOW + """
+# Every revocation, unless there are so many that the worker had better ask for
+# the few it needs: a claim returns them so checking costs no round trip.
+LUA_REVOCATIONS = """
+local function revocations(key)
+    if redis.call('HLEN', key) > 64 then return false end
+    return redis.call('HGETALL', key)
+end
+"""
+
+# KEYS: revoked.
+REVOCATIONS = LUA_REVOCATIONS + """
+return {revocations(KEYS[1])}
+"""
+
+# KEYS: queue, claims, leases, revoked. ARGV: priority flag, worker, count, lease seconds.
+# Returns {claim entries, revocations (see LUA_REVOCATIONS)}.
+CLAIM = LUA_NOW + LUA_REVOCATIONS + """
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[2])
 local taken = {}
 if ARGV[1] == '1' then
@@ -126,7 +143,7 @@ else
         taken[i] = entry
     end
 end
-return taken
+return {taken, revocations(KEYS[4])}
 """
 
 # KEYS: leases. ARGV: worker, lease seconds.
@@ -231,6 +248,7 @@ class RedisStorage(BaseStorage):
         self.schedule_seq_key = prefix + 'schedule.seq'
         self.results_key = prefix + 'results'
         self.data_key = prefix + 'data'
+        self.revoked_key = prefix + 'revoked'
         self.ttl_prefix = (prefix + 'ttl.').encode()
         self.counters_key = prefix + 'counters'
         self.claims_prefix = prefix + 'claims.'
@@ -244,46 +262,70 @@ class RedisStorage(BaseStorage):
         self._pop_data = self.conn.register_script(POP_DATA)
         self._put_if_empty = self.conn.register_script(PUT_IF_EMPTY)
         self._claim = self.conn.register_script(CLAIM)
+        self._revocations = self.conn.register_script(REVOCATIONS)
         self._beat = self.conn.register_script(BEAT)
         self._release = self.conn.register_script(RELEASE)
         self._requeue_claims = self.conn.register_script(REQUEUE_CLAIMS)
         self._move_due = self.conn.register_script(MOVE_DUE)
-        self._local = threading.local()  # this thread's write batch, if one is open
+        self._local = threading.local()  # whether this thread's writes are batched
+        # The write batch the batching threads share, and who is sending one.
+        self._batch = None
+        self._batch_events = []  # published as one message when the batch is sent
+        self._batch_lock = threading.Lock()
+        self._batch_sent = threading.Condition(self._batch_lock)
+        self._sending = False
 
     # --- write batches -----------------------------------------------------
-    # Between begin_batch() and flush_batch() the writes whose answer nobody
-    # waits for (enqueue, schedule, put_data, ack, events) queue up in this
-    # thread's pipeline and reach Redis in one round trip, in order.
+    # The writes whose answer nobody waits for (enqueue, schedule, put_data, ack,
+    # events) of every batching thread queue up in one pipeline; flush_batch()
+    # sends it in one round trip. One pipeline is in flight at a time, so a
+    # task's result always reaches Redis before its acknowledgement.
     def begin_batch(self):
-        if getattr(self._local, 'batch', None) is None:
-            self._local.batch = self.conn.pipeline(transaction=False)
+        self._local.batching = True
 
-    def flush_batch(self):
-        batch = getattr(self._local, 'batch', None)
-        if batch is not None and len(batch):
-            batch.execute()
+    def flush_batch(self, wait=False):
+        with self._batch_lock:
+            if self._sending:  # the thread sending now sends ours next
+                while wait and self._sending:
+                    self._batch_sent.wait()
+                if not wait or self._batch is None:
+                    return
+            self._sending = True
+        try:
+            while True:
+                with self._batch_lock:
+                    batch, self._batch = self._batch, None
+                    events, self._batch_events = self._batch_events, []
+                if batch is None:
+                    return
+                if events:  # after the results they report
+                    batch.publish(self.events_channel, _one_message(events))
+                batch.execute()
+        finally:
+            with self._batch_lock:
+                self._sending = False
+                self._batch_sent.notify_all()
 
     def end_batch(self):
-        self.flush_batch()
-        self._local.batch = None
+        self.flush_batch(wait=True)
+        self._local.batching = False
 
     @contextmanager
     def unbatched(self):
-        saved, self._local.batch = getattr(self._local, 'batch', None), None
+        saved, self._local.batching = getattr(self._local, 'batching', False), False
         try:
             yield
         finally:
-            self._local.batch = saved
-
-    def _writer(self):
-        return getattr(self._local, 'batch', None) or self.conn
+            self._local.batching = saved
 
     @contextmanager
     def _pipeline(self, transaction=False):
-        """A pipeline to fill: the open write batch, else one executed on leaving."""
-        batch = getattr(self._local, 'batch', None)
-        if batch is not None:  # already one round trip, and nothing else writes meanwhile
-            yield batch
+        """A pipeline to fill: the write batch in a batching thread, else one executed on leaving."""
+        if getattr(self._local, 'batching', False):
+            with self._batch_lock:  # whole operations: no flush takes half of one
+                if self._batch is None:
+                    self._batch = self.conn.pipeline(transaction=False)
+                yield self._batch
             return
         pipe = self.conn.pipeline(transaction=transaction)
         yield pipe
@@ -297,7 +339,8 @@ class RedisStorage(BaseStorage):
 
     # --- queue -------------------------------------------------------------
     def enqueue(self, data, priority=None):
-        self._writer().lpush(self.queue_key, data)
+        with self._pipeline() as pipe:
+            pipe.lpush(self.queue_key, data)
 
     def enqueue_many(self, items):
         items = list(items)
@@ -334,9 +377,10 @@ class RedisStorage(BaseStorage):
         return data
 
     def add_to_schedule(self, data, ts, priority=None):
-        self._add_with_seq(keys=[self.schedule_key, self.schedule_seq_key],
-                           args=[self._schedule_member(data, priority), repr(float(ts))],
-                           client=self._writer())
+        with self._pipeline() as pipe:
+            self._add_with_seq(keys=[self.schedule_key, self.schedule_seq_key],
+                               args=[self._schedule_member(data, priority), repr(float(ts))],
+                               client=pipe)
 
     def read_schedule(self, ts):
         items = self._read_schedule(keys=[self.schedule_key], args=[repr(float(ts))])
@@ -396,6 +440,18 @@ class RedisStorage(BaseStorage):
     def peek_data(self, key):
         return self.peek_many([key])[0]
 
+    def put_revocation(self, key, value):
+        self.conn.hset(self.revoked_key, key, value)
+
+    def read_revocations(self, keys):
+        if not keys:
+            return []
+        return [EmptyData if value is None else value
+                for value in self.conn.hmget(self.revoked_key, keys)]
+
+    def delete_revocation(self, key):
+        return bool(self.conn.hdel(self.revoked_key, key))
+
     def pop_data(self, key):
         value = self._pop_data(keys=self._data_keys(key), args=[key])
         return EmptyData if value is None else value
@@ -418,7 +474,7 @@ class RedisStorage(BaseStorage):
         return {key.decode(): value for key, value in self.conn.hgetall(self.results_key).items()}
 
     def flush_results(self):
-        self.conn.delete(self.results_key, self.data_key)
+        self.conn.delete(self.results_key, self.data_key, self.revoked_key)
         pattern = _glob_escape(self.ttl_prefix) + b'*'
         batch = []
         for key in self.conn.scan_iter(match=pattern, count=500):
@@ -448,9 +504,12 @@ class RedisStorage(BaseStorage):
         return 'hueyd.%s.events' % self.name
 
     def publish_events(self, events):
-        with self._pipeline() as pipe:  # one round trip, no MULTI
-            for data in events:
-                pipe.publish(self.events_channel, data)
+        # One message for many events: a PUBLISH costs far more than a longer JSON array.
+        with self._pipeline() as pipe:
+            if pipe is self._batch:  # a batching thread: the batch's message, sent with it
+                self._batch_events.extend(events)
+            else:
+                pipe.publish(self.events_channel, _one_message(events))
 
     def listener(self):
         """Subscribes now (it returns once Redis confirmed), so no later event is missed."""
@@ -489,16 +548,32 @@ class RedisStorage(BaseStorage):
 
     def claim(self, worker, count=1, lease=30.0):
         claims = self.claims_prefix + worker
-        entries = self._claim(keys=[self.queue_key, claims, self.leases_key],
-                              args=[self._flag, worker, count, lease])
+        entries, revoked = self._claim_script(self.conn, worker, count, lease)
         if not entries and self.blocking:
-            entries = self._wait_and_claim(worker, claims, lease)
-        return [(entry, self._data_of(entry)) for entry in entries]
+            pipe = self.conn.pipeline(transaction=False)
+            self._wait_and_claim(pipe, worker, lease)
+            # Runs once the wait is over, and answers in the same round trip.
+            _in_pipeline(pipe, self._revocations, [self.revoked_key])
+            *waited, revoked = _execute_scripts(pipe, [self._claim, self._revocations])
+            entries = self._waited_entries(waited)
+            revoked = None if isinstance(revoked, Exception) else revoked[0]
+        claimed = Claimed((entry, self._data_of(entry)) for entry in entries)
+        if revoked is not None:  # a flat [key, value, ...] of every revocation
+            claimed.revocations = {revoked[i].decode(): revoked[i + 1]
+                                   for i in range(0, len(revoked), 2)}
+        return claimed
 
-    def _wait_and_claim(self, worker, claims, lease):
+    def _claim_script(self, client, worker, count, lease):
+        return self._claim(keys=[self.queue_key, self.claims_prefix + worker, self.leases_key,
+                                 self.revoked_key],
+                           args=[self._flag, worker, count, lease], client=client)
+
+    def _wait_and_claim(self, pipe, worker, lease):
         # The claim script renewed the lease just before; the move itself is atomic.
-        entry = self.conn.brpoplpush(self.queue_key, claims, timeout=self.read_timeout)
-        return [entry] if entry is not None else []
+        pipe.brpoplpush(self.queue_key, self.claims_prefix + worker, timeout=self.read_timeout)
+
+    def _waited_entries(self, replies):
+        return [replies[0]] if replies[0] is not None else []
 
     def ack(self, worker, receipts):
         claims = self.claims_prefix + worker
@@ -619,13 +694,16 @@ class PriorityRedisStorage(RedisStorage):
     def _data_of(self, entry):
         return entry.split(b'|', 1)[1][PREFIX_LEN:]
 
-    def _wait_and_claim(self, worker, claims, lease):
+    def _wait_and_claim(self, pipe, worker, lease):
         # BZPOPMIN would hold a message outside both the queue and the claims for
         # a moment; instead wait on the wake-up list, then claim atomically.
-        if self.conn.brpop(self.wake_key, timeout=self.read_timeout) is None:
-            return []
-        return self._claim(keys=[self.queue_key, claims, self.leases_key],
-                           args=[self._flag, worker, 1, lease])
+        pipe.brpop(self.wake_key, timeout=self.read_timeout)
+        _in_pipeline(pipe, self._claim, [self.queue_key, self.claims_prefix + worker,
+                                         self.leases_key, self.revoked_key],
+                     [self._flag, worker, 1, lease])
+
+    def _waited_entries(self, replies):
+        return [] if isinstance(replies[1], Exception) else replies[1][0]
 
     def enqueue(self, data, priority=None):
         self.enqueue_many([(data, priority)])
@@ -655,6 +733,31 @@ class PriorityRedisStorage(RedisStorage):
 
     def enqueued_items(self, limit=None):
         return [item[PREFIX_LEN:] for item in self._zrange(self.queue_key, limit)]
+
+
+def _one_message(events):
+    """One pub/sub message for encoded events: the event itself, or a JSON array of them."""
+    return events[0] if len(events) == 1 else b'[' + b','.join(events) + b']'
+
+
+def _in_pipeline(pipe, script, keys, args=()):
+    """EVALSHA in a pipeline, without redis-py's SCRIPT EXISTS round trip per execute()."""
+    pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+
+def _execute_scripts(pipe, scripts):
+    """Execute ``pipe``; a script Redis has forgotten (a restart) is loaded for next time.
+
+    Its reply is then the NoScriptError, for the caller to treat as "nothing done".
+    """
+    replies = pipe.execute(raise_on_error=False)
+    if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
+        for script in scripts:
+            script.sha = script.registered_client.script_load(script.script)
+    for reply in replies:
+        if isinstance(reply, Exception) and not isinstance(reply, redis.exceptions.NoScriptError):
+            raise reply
+    return replies
 
 
 def _glob_escape(raw):
