@@ -74,7 +74,9 @@ class Inbox:
                 if not self._fetching:
                     break
                 self._waiting += 1
-                self._changed.wait(1.0)  # a timeout, to notice stopping
+                # No timeout (under gevent each one costs a timer): the fetcher wakes
+                # a waiter per message plus one, and wake_all() everyone on stopping.
+                self._changed.wait()
                 self._waiting -= 1
             else:
                 return self._messages.popleft()

@@ -161,11 +161,15 @@ class BaseStorage:
     # --- write batches --------------------------------------------------------
     # The workers of a pool may ask for their writes (results, events,
     # acknowledgements) to be sent together: the writes of every batching thread
-    # wait in one batch, in order, until one of them flushes it. Storages that
-    # cannot batch simply write at once: these defaults do nothing.
+    # wait in one batch, in order, until one of them flushes it. A storage that
+    # batches sets ``write_batch`` to a hueyd.storage.batch.SharedBatch and
+    # routes its deferrable writes through it; the others write at once.
+    write_batch = None
 
     def begin_batch(self):
         """From now on this thread's writes may wait for flush_batch()."""
+        if self.write_batch is not None:
+            self.write_batch.begin()
 
     def flush_batch(self, wait=False):
         """Send the waiting writes of every batching thread, in order.
@@ -173,13 +177,19 @@ class BaseStorage:
         When another thread is sending already, it sends these too once it is
         done; ``wait=True`` returns only after they are sent (or raises).
         """
+        if self.write_batch is not None:
+            self.write_batch.flush(wait)
 
     def end_batch(self):
         """Flush, and write at once again."""
+        if self.write_batch is not None:
+            self.write_batch.end()
 
     def unbatched(self):
         """A context in which this thread writes at once (task code runs in one)."""
-        return contextlib.nullcontext()
+        if self.write_batch is None:
+            return contextlib.nullcontext()
+        return self.write_batch.unbatched()
 
     # --- delivery: claims, leases and recovery ------------------------------
     # A worker *claims* messages: they move from the queue into that worker's

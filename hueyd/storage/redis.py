@@ -36,12 +36,12 @@ single Redis server (not Redis Cluster).
 A data key lives in exactly one of ``results``, ``data`` or its ``ttl`` key:
 writes clear the other two, and reads look in all three.
 """
-import threading
 from contextlib import contextmanager
 
 from hueyd.constants import EmptyData
 from hueyd.exceptions import ConfigurationError
 from hueyd.storage.base import BaseStorage, Claimed
+from hueyd.storage.batch import SharedBatch
 
 try:
     import redis
@@ -267,65 +267,24 @@ class RedisStorage(BaseStorage):
         self._release = self.conn.register_script(RELEASE)
         self._requeue_claims = self.conn.register_script(REQUEUE_CLAIMS)
         self._move_due = self.conn.register_script(MOVE_DUE)
-        self._local = threading.local()  # whether this thread's writes are batched
-        # The write batch the batching threads share, and who is sending one.
-        self._batch = None
-        self._batch_events = []  # published as one message when the batch is sent
-        self._batch_lock = threading.Lock()
-        self._batch_sent = threading.Condition(self._batch_lock)
-        self._sending = False
+        # The writes whose answer nobody waits for (enqueue, schedule, put_data,
+        # ack, events) of the batching threads: one pipeline, one round trip.
+        self.write_batch = SharedBatch(self._new_batch, self._send_batch)
 
-    # --- write batches -----------------------------------------------------
-    # The writes whose answer nobody waits for (enqueue, schedule, put_data, ack,
-    # events) of every batching thread queue up in one pipeline; flush_batch()
-    # sends it in one round trip. One pipeline is in flight at a time, so a
-    # task's result always reaches Redis before its acknowledgement.
-    def begin_batch(self):
-        self._local.batching = True
+    def _new_batch(self):
+        return _RedisBatch(self.conn.pipeline(transaction=False))
 
-    def flush_batch(self, wait=False):
-        with self._batch_lock:
-            if self._sending:  # the thread sending now sends ours next
-                while wait and self._sending:
-                    self._batch_sent.wait()
-                if not wait or self._batch is None:
-                    return
-            self._sending = True
-        try:
-            while True:
-                with self._batch_lock:
-                    batch, self._batch = self._batch, None
-                    events, self._batch_events = self._batch_events, []
-                if batch is None:
-                    return
-                if events:  # after the results they report
-                    batch.publish(self.events_channel, _one_message(events))
-                batch.execute()
-        finally:
-            with self._batch_lock:
-                self._sending = False
-                self._batch_sent.notify_all()
-
-    def end_batch(self):
-        self.flush_batch(wait=True)
-        self._local.batching = False
-
-    @contextmanager
-    def unbatched(self):
-        saved, self._local.batching = getattr(self._local, 'batching', False), False
-        try:
-            yield
-        finally:
-            self._local.batching = saved
+    def _send_batch(self, batch):
+        if batch.events:  # after the results they report
+            batch.pipe.publish(self.events_channel, _one_message(batch.events))
+        batch.pipe.execute()
 
     @contextmanager
     def _pipeline(self, transaction=False):
         """A pipeline to fill: the write batch in a batching thread, else one executed on leaving."""
-        if getattr(self._local, 'batching', False):
-            with self._batch_lock:  # whole operations: no flush takes half of one
-                if self._batch is None:
-                    self._batch = self.conn.pipeline(transaction=False)
-                yield self._batch
+        if self.write_batch.active:
+            with self.write_batch.adding() as batch:
+                yield batch.pipe
             return
         pipe = self.conn.pipeline(transaction=transaction)
         yield pipe
@@ -505,11 +464,11 @@ class RedisStorage(BaseStorage):
 
     def publish_events(self, events):
         # One message for many events: a PUBLISH costs far more than a longer JSON array.
-        with self._pipeline() as pipe:
-            if pipe is self._batch:  # a batching thread: the batch's message, sent with it
-                self._batch_events.extend(events)
-            else:
-                pipe.publish(self.events_channel, _one_message(events))
+        if self.write_batch.active:
+            with self.write_batch.adding() as batch:
+                batch.events.extend(events)
+        else:
+            self.conn.publish(self.events_channel, _one_message(events))
 
     def listener(self):
         """Subscribes now (it returns once Redis confirmed), so no later event is missed."""
@@ -733,6 +692,14 @@ class PriorityRedisStorage(RedisStorage):
 
     def enqueued_items(self, limit=None):
         return [item[PREFIX_LEN:] for item in self._zrange(self.queue_key, limit)]
+
+
+class _RedisBatch:
+    __slots__ = ('pipe', 'events')
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.events = []  # published as one message when the batch is sent
 
 
 def _one_message(events):

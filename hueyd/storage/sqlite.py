@@ -8,6 +8,10 @@ Concurrency: each thread gets its own connection, and a process created by
 is either a single statement (SQLite takes the write lock before the statement
 reads anything) or runs inside ``BEGIN IMMEDIATE``; so two processes can never
 dequeue the same message or read the same scheduled item.
+
+The writes of batching threads (enqueue, schedule, put_data, ack) wait as
+statements and commit together in one transaction: a commit costs far more
+than a statement.
 """
 import os
 import sqlite3
@@ -18,6 +22,7 @@ from contextlib import contextmanager
 from hueyd.constants import EmptyData
 from hueyd.exceptions import ConfigurationError
 from hueyd.storage.base import BaseStorage
+from hueyd.storage.batch import SharedBatch
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hueyd_queue (
@@ -105,6 +110,7 @@ class SqliteStorage(BaseStorage):
         # Connections opened before a fork stay referenced here so the child
         # never closes (and possibly checkpoints) a handle the parent still uses.
         self._inherited = []
+        self.write_batch = SharedBatch(list, self._send_batch)
 
     @property
     def conn(self):
@@ -157,6 +163,19 @@ class SqliteStorage(BaseStorage):
         # its implicit transaction) only finishes once every row is read.
         return self.conn.execute(sql, params).fetchall()
 
+    def _write(self, sql, *params):
+        """A write nobody waits to read back: batched in a batching thread."""
+        if self.write_batch.active:
+            with self.write_batch.adding() as statements:
+                statements.append((sql, params))
+        else:
+            self._rows(sql, *params)
+
+    def _send_batch(self, statements):
+        with self._immediate() as conn:
+            for sql, params in statements:
+                conn.execute(sql, params)
+
     def _value(self, sql, *params):
         rows = self._rows(sql, *params)
         return rows[0][0] if rows else None
@@ -174,7 +193,7 @@ class SqliteStorage(BaseStorage):
 
     # --- queue -------------------------------------------------------------
     def enqueue(self, data, priority=None):
-        self._rows('INSERT INTO hueyd_queue (name, data, priority) VALUES (?, ?, ?)',
+        self._write('INSERT INTO hueyd_queue (name, data, priority) VALUES (?, ?, ?)',
                    self.name, data, priority or 0)
 
     def enqueue_many(self, items):
@@ -200,7 +219,7 @@ class SqliteStorage(BaseStorage):
 
     # --- schedule ----------------------------------------------------------
     def add_to_schedule(self, data, ts, priority=None):
-        self._rows('INSERT INTO hueyd_schedule (name, data, ts, priority) VALUES (?, ?, ?, ?)',
+        self._write('INSERT INTO hueyd_schedule (name, data, ts, priority) VALUES (?, ?, ?, ?)',
                    self.name, data, ts, priority or 0)
 
     def read_schedule(self, ts):
@@ -224,7 +243,7 @@ class SqliteStorage(BaseStorage):
 
     # --- data store --------------------------------------------------------
     def put_data(self, key, value, is_result=False):
-        self._rows('INSERT OR REPLACE INTO hueyd_kv (name, key, value, is_result, expires_at) '
+        self._write('INSERT OR REPLACE INTO hueyd_kv (name, key, value, is_result, expires_at) '
                    'VALUES (?, ?, ?, ?, NULL)', self.name, key, value, int(bool(is_result)))
 
     def peek_data(self, key):
@@ -349,20 +368,20 @@ class SqliteStorage(BaseStorage):
         rows.sort(key=lambda row: (-row[1], row[0]))  # RETURNING order is unspecified
         return [(row_id, data) for row_id, _, data in rows]
 
-    def _by_receipts(self, sql, worker, receipts):
+    def _by_receipts(self, write, sql, worker, receipts):
         receipts = list(receipts)
         for start in range(0, len(receipts), 500):  # SQLite bounds the number of parameters
             chunk = receipts[start:start + 500]
-            self._rows(sql % ','.join('?' * len(chunk)), worker, *chunk)
+            write(sql % ','.join('?' * len(chunk)), worker, *chunk)
 
     def ack(self, worker, receipts):
-        self._by_receipts('DELETE FROM hueyd_queue WHERE claimed_by = ? AND id IN (%s)',
+        self._by_receipts(self._write, 'DELETE FROM hueyd_queue WHERE claimed_by = ? AND id IN (%s)',
                           worker, receipts)
 
     def release(self, worker, receipts):
         # The row keeps its id, so the message goes back to its old place in line.
-        self._by_receipts('UPDATE hueyd_queue SET claimed_by = NULL WHERE claimed_by = ? '
-                          'AND id IN (%s)', worker, receipts)
+        self._by_receipts(self._rows, 'UPDATE hueyd_queue SET claimed_by = NULL WHERE '
+                          'claimed_by = ? AND id IN (%s)', worker, receipts)
 
     def beat(self, worker, lease):
         with self._immediate() as conn:
