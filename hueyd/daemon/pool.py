@@ -8,9 +8,10 @@ Delivery is at least once: the pool *claims* messages (they stay in storage,
 recorded under this pool; hueyd.daemon.inbox shares them among the workers) and
 acknowledges each only once its result or error is stored. The workers' writes
 go out together (a storage write batch): after a slow task, and whenever a
-worker finds nothing more claimed. The pool renews its lease from the heartbeat thread; if the process
-dies, any hueyd scheduler on the same storage returns its claims to the queue
-when the lease runs out. Messages that cannot run go to the dead letters.
+worker finds nothing more claimed. The pool renews its lease from the heartbeat
+thread; if the process dies, any hueyd scheduler on the same storage returns its
+claims to the queue when the lease runs out. Messages that cannot run go to the
+dead letters.
 
 Signals from the master: SIGINT finishes the running tasks and exits (graceful),
 SIGTERM interrupts them, hands their claims back to the queue and exits (fast).
@@ -152,7 +153,7 @@ class Pool(Child):
                 logger.warning('%s was interrupted after %.1fs and is back on the queue',
                                task, time.monotonic() - started)
         self.current.clear()
-        self.flush_writes(wait=True)  # finished tasks are acknowledged, not handed back to run again
+        self.flush_writes(wait=True)  # finished tasks are acknowledged, not run again
         if self.claims:
             self.patiently('hand back claims', self.huey.storage.retire_worker, self.worker_id)
 

@@ -280,6 +280,15 @@ class RedisStorage(BaseStorage):
         batch.pipe.execute()
 
     @contextmanager
+    def _writer(self):
+        """Where one command goes: the write batch in a batching thread, else Redis at once."""
+        if self.write_batch.active:
+            with self.write_batch.adding() as batch:
+                yield batch.pipe
+        else:
+            yield self.conn
+
+    @contextmanager
     def _pipeline(self, transaction=False):
         """A pipeline to fill: the write batch in a batching thread, else one executed on leaving."""
         if self.write_batch.active:
@@ -298,8 +307,8 @@ class RedisStorage(BaseStorage):
 
     # --- queue -------------------------------------------------------------
     def enqueue(self, data, priority=None):
-        with self._pipeline() as pipe:
-            pipe.lpush(self.queue_key, data)
+        with self._writer() as writer:
+            writer.lpush(self.queue_key, data)
 
     def enqueue_many(self, items):
         items = list(items)
@@ -336,10 +345,10 @@ class RedisStorage(BaseStorage):
         return data
 
     def add_to_schedule(self, data, ts, priority=None):
-        with self._pipeline() as pipe:
+        with self._writer() as writer:
             self._add_with_seq(keys=[self.schedule_key, self.schedule_seq_key],
                                args=[self._schedule_member(data, priority), repr(float(ts))],
-                               client=pipe)
+                               client=writer)
 
     def read_schedule(self, ts):
         items = self._read_schedule(keys=[self.schedule_key], args=[repr(float(ts))])
