@@ -292,8 +292,8 @@ class RedisStorage(BaseStorage):
     def _pipeline(self, transaction=False):
         """A pipeline to fill: the write batch in a batching thread, else one executed on leaving."""
         if self.write_batch.active:
-            with self.write_batch.adding() as batch:
-                yield batch.pipe
+            with self._writer() as batch_pipe:
+                yield batch_pipe
             return
         pipe = self.conn.pipeline(transaction=transaction)
         yield pipe
@@ -515,8 +515,8 @@ class RedisStorage(BaseStorage):
         return entry
 
     def claim(self, worker, count=1, lease=30.0):
-        claims = self.claims_prefix + worker
-        entries, revoked = self._claim_script(self.conn, worker, count, lease)
+        keys, args = self._claim_keys_args(worker, count, lease)
+        entries, revoked = self._claim(keys=keys, args=args)
         if not entries and self.blocking:
             pipe = self.conn.pipeline(transaction=False)
             self._wait_and_claim(pipe, worker, lease)
@@ -531,10 +531,10 @@ class RedisStorage(BaseStorage):
                                    for i in range(0, len(revoked), 2)}
         return claimed
 
-    def _claim_script(self, client, worker, count, lease):
-        return self._claim(keys=[self.queue_key, self.claims_prefix + worker, self.leases_key,
-                                 self.revoked_key],
-                           args=[self._flag, worker, count, lease], client=client)
+    def _claim_keys_args(self, worker, count, lease):
+        """The keys and arguments of the CLAIM script."""
+        return ([self.queue_key, self.claims_prefix + worker, self.leases_key, self.revoked_key],
+                [self._flag, worker, count, lease])
 
     def _wait_and_claim(self, pipe, worker, lease):
         # The claim script renewed the lease just before; the move itself is atomic.
@@ -666,9 +666,7 @@ class PriorityRedisStorage(RedisStorage):
         # BZPOPMIN would hold a message outside both the queue and the claims for
         # a moment; instead wait on the wake-up list, then claim atomically.
         pipe.brpop(self.wake_key, timeout=self.read_timeout)
-        _in_pipeline(pipe, self._claim, [self.queue_key, self.claims_prefix + worker,
-                                         self.leases_key, self.revoked_key],
-                     [self._flag, worker, 1, lease])
+        _in_pipeline(pipe, self._claim, *self._claim_keys_args(worker, 1, lease))
 
     def _waited_entries(self, replies):
         return [] if isinstance(replies[1], Exception) else replies[1][0]
