@@ -1,4 +1,5 @@
 """``Huey``: the object an application creates to declare, enqueue and run tasks."""
+import dataclasses
 import logging
 import threading
 import time
@@ -11,8 +12,8 @@ from hueyd.constants import EmptyData
 from hueyd.deadletter import DeadLetter
 from hueyd.events import (EVENT_ERROR_ENQUEUEING, EVENT_ERROR_SCHEDULING, FAILURE_ATTR,
                           STORING_RESULT_ATTR, EventEmitter)
-from hueyd.exceptions import (CancelExecution, ConfigurationError, RateLimitExceeded,
-                              RetryTask, TaskLockedException, TaskTimeout)
+from hueyd.exceptions import (CancelExecution, ConfigurationError, HueyException,
+                              RateLimitExceeded, RetryTask, TaskLockedException, TaskTimeout)
 from hueyd.locks import RateLimit, TaskLock
 from hueyd.registry import Registry
 from hueyd.result import ChordResult, Error, Result, ResultGroup, Skipped
@@ -300,23 +301,27 @@ class Huey:
     def ready_to_run(self, task, timestamp=None):
         return task.eta is None or task.eta <= (timestamp or self._now())
 
-    def execute(self, task, timestamp=None, revocations=None):
+    def execute(self, task, timestamp=None, revocations=None, interrupt=KeyboardInterrupt):
         """Run one dequeued task here: schedule it if early, skip it if revoked or expired.
 
         ``revocations``: a recent snapshot of every revocation (see
         ``read_revocations``) that spares asking the storage.
+        ``interrupt``: the exception that means the consumer is stopping (Ctrl-C
+        by default); it sends SIGNAL_INTERRUPTED and propagates. Whatever else the
+        task raises, ``SystemExit`` included, is the task's error: stored, and
+        retried as its options say.
         Returns the task's return value (None when it did not run or failed).
         With events on, the events of the whole call are published together at its end.
         """
         if self._emitter is None:
-            return self._execute(task, timestamp, revocations)
+            return self._execute(task, timestamp, revocations, interrupt)
         self._emitter.begin()
         try:
-            return self._execute(task, timestamp, revocations)
+            return self._execute(task, timestamp, revocations, interrupt)
         finally:
             self._emitter.end()
 
-    def _execute(self, task, timestamp, revocations):
+    def _execute(self, task, timestamp, revocations, interrupt):
         timestamp = timestamp or self._now()
         if not self.ready_to_run(task, timestamp):
             self.add_schedule(task)
@@ -329,9 +334,9 @@ class Huey:
             self._emit(S.SIGNAL_EXPIRED, task)
             self._abort_chord_member(task, Skipped('expired', task.id))
         else:
-            return self._run(task)
+            return self._run(task, interrupt)
 
-    def _run(self, task):
+    def _run(self, task, interrupt):
         logger.info('executing %s', task)
         self._emit(S.SIGNAL_EXECUTING, task)
         try:
@@ -364,7 +369,7 @@ class Huey:
                 if exc.retry:
                     task.retries += 1
             exception = exc
-        except KeyboardInterrupt:
+        except interrupt:
             # The worker is being stopped mid-task (SIGTERM in a daemon, Ctrl-C here).
             logger.warning('%s was interrupted before it finished', task)
             self._emit(S.SIGNAL_INTERRUPTED, task)
@@ -376,7 +381,7 @@ class Huey:
                 task.retries = 0
             logger.warning('%s canceled itself', task)
             exception = exc
-        except Exception as exc:
+        except BaseException as exc:  # sys.exit() in a task must not stop the consumer
             if isinstance(exc, (TaskTimeout, TaskLockedException)):
                 logger.warning('%s failed: %s', task, exc)
             else:
@@ -439,6 +444,14 @@ class Huey:
             self._abort_chord_member(
                 task, error or Error(self.build_error_result(task, exception)))
 
+    def give_up(self, task, exception):
+        """Fail ``task`` for good without running it (again): the end of a task that kept
+        killing its worker. Its error result (and its later pipeline stages'), chord,
+        SIGNAL_ERROR and ``.error()`` handler are as for a task that raised ``exception``
+        with no retry left."""
+        task.retries = 0
+        self._fail(task, exception, None)
+
     def _requeue(self, task, retry_eta):
         task.retries -= 1
         if retry_eta is None and task.retry_delay:
@@ -488,11 +501,21 @@ class Huey:
                                      'result is lost', task)
                     setattr(task, STORING_RESULT_ATTR, True)  # its event: error-storing-result
                     self._emit(S.SIGNAL_ERROR, task, exc)
+                    if not transient:  # the caller gets this error rather than waiting for ever
+                        self._store_unstorable_result_error(task, exc)
                     return False
                 logger.warning('storage unavailable while storing the result of %s (%s); '
                                'retrying', task, exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _store_unstorable_result_error(self, task, exc):
+        error = HueyException('%s ran, but its return value could not be stored (%s: %s); '
+                              'return a value the serializer can store' % (task, type(exc).__name__, exc))
+        try:
+            self.put_result(task.id, Error(self.build_error_result(task, error)))
+        except Exception:
+            logger.exception('could not store an error result for %s either', task)
 
     def build_error_result(self, task, exception):
         return {
@@ -650,6 +673,27 @@ class Huey:
         letter = DeadLetter.create(payload, reason, task, key)
         self.storage.add_dead_letter(letter.id, letter.encode())
         logger.error('dead letter %s: %s', letter.id, reason)
+        return letter.id
+
+    def bury(self, payload, reason):
+        """Move a message that cannot run to the dead letters and tell its caller.
+
+        When the message's id can be read (it names an unknown task, say; not when
+        its signature is wrong) the caller's ``get()`` raises TaskException with
+        the reason instead of waiting forever. Returns the dead letter's id.
+        """
+        try:
+            message = self.serializer.deserialize(payload)
+            task_id, name = message.id, message.name
+        except Exception:
+            task_id = name = None
+        letter = dataclasses.replace(DeadLetter.create(payload, reason), task=name, task_id=task_id)
+        self.storage.add_dead_letter(letter.id, letter.encode())
+        logger.error('dead letter %s: %s', letter.id, reason)
+        if task_id is not None and self.results:
+            self.put_result(task_id, Error({
+                'error': '%s (dead letter %s)' % (reason, letter.id), 'task': name,
+                'task_id': task_id, 'retries': 0, 'retry_delay': 0, 'traceback': None}))
         return letter.id
 
     def dead_letters(self):

@@ -79,3 +79,18 @@ class TaskException(Exception):
 
     def __str__(self):
         return self.metadata.get('error') or super().__str__()
+
+
+class WorkerCrashed(HueyException):
+    """The worker running the task died (a segfault, ``os._exit``, the OOM killer) too often.
+
+    The daemon stores it as the task's error and moves the message to the dead letters.
+    """
+
+
+class Interrupted(KeyboardInterrupt):
+    """A consumer that is stopping fast interrupts the task it runs with this.
+
+    Passed as ``interrupt`` to ``Huey.execute``; any other exception the task
+    raises, ``SystemExit`` and ``KeyboardInterrupt`` included, is the task's error.
+    """

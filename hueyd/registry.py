@@ -6,12 +6,13 @@ from hueyd.exceptions import TaskNotFound
 # Everything needed to rebuild a task in another process. ``on_complete`` and
 # ``on_error`` hold nested Messages for pipelines; ``chord_config`` is None or
 # ``(chord id, size, index, callback Message)`` for the last stage of a chord
-# member. It comes last with a default, so messages written before it existed
-# still load.
+# member. ``crashes`` counts the workers that died while running the message
+# (see hueyd.daemon.deaths). The fields with defaults come last, so messages
+# written before they existed still load.
 Message = namedtuple('Message', (
     'id', 'name', 'eta', 'retries', 'retry_delay', 'retry_backoff', 'priority',
     'expires', 'expires_resolved', 'timeout', 'on_complete', 'on_error',
-    'args', 'kwargs', 'chord_config'), defaults=(None,))
+    'args', 'kwargs', 'chord_config', 'crashes'), defaults=(None, 0))
 
 
 class Registry:
@@ -63,7 +64,7 @@ class Registry:
             self.create_message(task.on_complete) if task.on_complete else None,
             self.create_message(task.on_error) if task.on_error else None,
             task.args, task.kwargs,
-            self._chord_message(task.chord_config))
+            self._chord_message(task.chord_config), task.crashes)
 
     def _chord_message(self, config):
         if config is None:
@@ -83,7 +84,7 @@ class Registry:
             timeout=message.timeout,
             on_complete=self.create_task(message.on_complete) if message.on_complete else None,
             on_error=self.create_task(message.on_error) if message.on_error else None,
-            chord_config=self._chord_config(message.chord_config))
+            chord_config=self._chord_config(message.chord_config), crashes=message.crashes)
 
     def _chord_config(self, data):
         if data is None:

@@ -23,7 +23,7 @@ class Task:
     def __init__(self, args=None, kwargs=None, id=None, eta=None, retries=None,
                  retry_delay=None, retry_backoff=None, priority=None, expires=None,
                  expires_resolved=None, timeout=None, on_complete=None, on_error=None,
-                 chord_config=None):
+                 chord_config=None, crashes=0):
         self.name = type(self).__name__
         self.args = tuple(args) if args is not None else ()
         self.kwargs = dict(kwargs) if kwargs is not None else {}
@@ -41,6 +41,9 @@ class Task:
         # (chord id, member count, member index, callback Task) when this task
         # ends a chord member; see Huey.enqueue(chord(...)).
         self.chord_config = chord_config
+        # How many workers died while running this message (a segfault, os._exit,
+        # the OOM killer); at the daemon's --max-deliveries it goes to the dead letters.
+        self.crashes = crashes
         self._deadline = None
 
     @property

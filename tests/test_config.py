@@ -104,12 +104,13 @@ def test_every_command_line_option():
                    '-b', '2', '-c', '3', '-C', '-s', '15', '-f', '-L', 'l1,l2', '--max-tasks', '9',
                    '--processes', '2', '--graceful-timeout', '4.5', '--max-memory', '200MB',
                    '--worker-timeout', '20', '--pidfile', 'p.pid', '--log-format', 'json',
-                   '--lease-timeout', '12', '--preload', '-q', '--metrics-port', '9100',
+                   '--lease-timeout', '12', '--max-deliveries', '5', '--preload', '-q', '--metrics-port', '9100',
                    '--metrics-address', '127.0.0.1'])
     assert dataclasses.asdict(config) == dict(
         app='a.b', preload=True, logfile='x.log', verbose=False, quiet=True, log_format='json',
         workers=8, worker_type='process', processes=2, max_tasks=9, max_memory=200 * 1024 ** 2,
-        worker_timeout=20.0, graceful_timeout=4.5, lease_timeout=12.0, delay=0.2, max_delay=5.0,
+        worker_timeout=20.0, graceful_timeout=4.5, lease_timeout=12.0, max_deliveries=5, delay=0.2,
+        max_delay=5.0,
         backoff=2.0,
         no_periodic=True, scheduler_interval=15, utc=True, health_check_interval=3.0,
         disable_health_check=True, flush_locks=True, extra_locks=('l1', 'l2'), pidfile='p.pid',

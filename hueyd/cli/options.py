@@ -207,6 +207,10 @@ OPTIONS = [
            help='a pool process that dies (kill -9, out of memory, machine gone) keeps its tasks '
                 'at most this long before any hueyd node on the same storage puts them back on '
                 'the queue'),
+    Option('max_deliveries', None, Int(1), 3, WORK, metavar='N',
+           help='a task that was running each time its pool process died (a segfault, '
+                'os._exit, the OOM killer, a hang) is run at most this many times, then moved '
+                'to the dead letters with an error result for its caller'),
 
     Option('delay', '-d', Float(0), 0.1, POLL, metavar='SECONDS',
            help='seconds to wait before polling an empty queue again; the wait then grows'),

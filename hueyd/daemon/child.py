@@ -6,7 +6,6 @@ import os
 import select
 import signal
 import threading
-import time
 
 from hueyd.daemon import logs
 from hueyd.daemon.app import AppImportError, load_app
@@ -15,12 +14,17 @@ from hueyd.daemon.proctitle import set_title
 
 logger = logging.getLogger('hueyd.daemon')
 
-# Exit status of a child whose application could not be imported: the master
-# counts these to tell a broken deployment from a crash.
+# Exit status of a child whose application could not be imported, for people
+# reading logs; the master itself goes by Heartbeat.boot_failed, which task code
+# cannot set by exiting with this status.
 EXIT_BOOT_FAILED = 3
 _PR_SET_PDEATHSIG = 1
 # Signals that concern the master only: a child ignores them from its first moment.
 MASTER_ONLY_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+# Every signal the master handles. The master blocks them across fork(), so none
+# reaches a new child before it has replaced the master's handlers with its own.
+MASTER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1,
+                  signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
 
 
 def die_with_parent(parent_pid, signum=signal.SIGTERM):
@@ -49,19 +53,25 @@ class Child:
         # Wakes the main thread from sleep(); written by signal handlers, which must
         # not take locks (an Event's lock may be held by the very thread they interrupt).
         self._wake_r = self._wake_w = None
+        # Wakes the heartbeat thread to reopen the log files (SIGUSR1).
+        self._reopen_r = self._reopen_w = None
 
     def run(self):
         code = 1
         try:
             self._wake_r, self._wake_w = os.pipe()
-            os.set_blocking(self._wake_w, False)
+            self._reopen_r, self._reopen_w = os.pipe()
+            for fd in (self._wake_w, self._reopen_w, self._reopen_r):
+                os.set_blocking(fd, False)
             for signum in MASTER_ONLY_SIGNALS:
                 signal.signal(signum, signal.SIG_IGN)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             # Log reopening needs no application: handle it before the app is imported.
-            signal.signal(signal.SIGUSR1, lambda *_: logs.reopen())
+            signal.signal(signal.SIGUSR1, self.on_sigusr1)
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, signal.SIG_DFL)  # until main() installs its own
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
+            logs.enable_tracebacks()  # a crash or the master's SIGABRT leaves every stack in the log
             # The master alone talks to systemd.
             Notifier.scrub_child_environ(os.environ)
             die_with_parent(self.master_pid)
@@ -77,14 +87,15 @@ class Child:
     def main(self):
         raise NotImplementedError
 
+    def on_sigusr1(self, signum, frame):
+        # Reopening here could close the log file under a write the signal
+        # interrupted (the handler's lock is reentrant): the heartbeat thread does it.
+        _write_wakeup(self._reopen_w)
+
     def request_stop(self):
         """Ask the main thread to stop; safe to call from a signal handler or any thread."""
         self.stopping = True
-        try:
-            os.write(self._wake_w, b'.')
-        except OSError as exc:
-            if exc.errno != errno.EAGAIN:
-                raise
+        _write_wakeup(self._wake_w)
 
     def sleep(self, timeout):
         """Sleep in the main thread until ``timeout`` passes or request_stop() is called."""
@@ -106,8 +117,14 @@ class Child:
             self.huey = load_app(self.config.app)
         except AppImportError as exc:
             logger.error('%s', exc)
+            self.boot_failed()
             return None
         return self.huey
+
+    def boot_failed(self):
+        """This child cannot serve with this application: tell the master (see Heartbeat)."""
+        self.heartbeat.mark_boot_failed()
+        return EXIT_BOOT_FAILED
 
     def event(self, status, task=None, **extra):
         """Publish a consumer event; never lets a storage problem stop the caller."""
@@ -126,7 +143,11 @@ class Child:
         def beat():
             # Beats until the process exits: a graceful stop may take a while.
             while True:
-                time.sleep(interval)
+                if select.select([self._reopen_r], [], [], interval)[0]:
+                    while _read_wakeups(self._reopen_r):
+                        pass
+                    logs.reopen()
+                    continue
                 if os.getppid() != self.master_pid:
                     logger.error('master %d is gone; stopping now', self.master_pid)
                     os.kill(os.getpid(), signal.SIGTERM)
@@ -139,6 +160,21 @@ class Child:
         thread = threading.Thread(target=beat, name='heartbeat', daemon=True)
         thread.start()
         return thread
+
+
+def _write_wakeup(fd):
+    try:
+        os.write(fd, b'.')
+    except OSError as exc:
+        if exc.errno != errno.EAGAIN:  # a full pipe wakes the reader all the same
+            raise
+
+
+def _read_wakeups(fd):
+    try:
+        return os.read(fd, 4096)
+    except BlockingIOError:
+        return b''
 
 
 def exit_code_description(status):

@@ -1,14 +1,25 @@
-"""A heartbeat the master reads without any storage: a few bytes of memory shared across fork."""
+"""What a child tells the master without any storage: a few bytes of memory shared across fork.
+
+* its last beat, and the moment it finished booting (monotonic clock);
+* whether it gave up booting because the application cannot be loaded. Only
+  the child's own boot code sets this, so no exit status a task could choose
+  (``sys.exit(3)``, ``os._exit(3)``) passes for a broken deployment;
+* the id of the task each of its workers is running, so that when the child
+  dies the master knows which tasks were running (hueyd.daemon.deaths).
+  Messages claimed but not started are never written here.
+"""
 import mmap
 import struct
 import time
 
-_LAYOUT = struct.Struct('dd')  # last beat, moment the child finished booting (monotonic)
+_HEADER = struct.Struct('ddB')  # last beat, moment booted, boot failed
+TASK_ID_SIZE = 128              # bytes per worker: a length byte, then the id (UTF-8)
 
 
 class Heartbeat:
-    def __init__(self):
-        self._memory = mmap.mmap(-1, _LAYOUT.size)
+    def __init__(self, workers=0):
+        self.workers = workers
+        self._memory = mmap.mmap(-1, _HEADER.size + workers * TASK_ID_SIZE)
 
     def beat(self):
         struct.pack_into('d', self._memory, 0, time.monotonic())
@@ -17,14 +28,43 @@ class Heartbeat:
         struct.pack_into('d', self._memory, 8, time.monotonic())
         self.beat()
 
+    def mark_boot_failed(self):
+        struct.pack_into('B', self._memory, 16, 1)
+
     @property
     def booted(self):
-        return _LAYOUT.unpack_from(self._memory)[1] > 0
+        return _HEADER.unpack_from(self._memory)[1] > 0
+
+    @property
+    def boot_failed(self):
+        return bool(_HEADER.unpack_from(self._memory)[2])
 
     def silence(self, since):
         """Seconds since the last beat, or since ``since`` when the child never beat."""
-        last = _LAYOUT.unpack_from(self._memory)[0]
+        last = _HEADER.unpack_from(self._memory)[0]
         return time.monotonic() - max(last, since)
+
+    def running(self, worker, task_id):
+        """Worker number ``worker`` now runs ``task_id`` (None: nothing).
+
+        An id too long to fit is not recorded: that task's crashes go uncounted.
+        """
+        offset = _HEADER.size + worker * TASK_ID_SIZE
+        encoded = task_id.encode() if task_id is not None else b''
+        if len(encoded) >= TASK_ID_SIZE:
+            encoded = b''
+        self._memory[offset + 1:offset + 1 + len(encoded)] = encoded
+        self._memory[offset] = len(encoded)  # written last: the id is whole once it counts
+
+    def running_tasks(self):
+        """The ids of the tasks running now (read by the master once the child is dead)."""
+        ids = []
+        for worker in range(self.workers):
+            offset = _HEADER.size + worker * TASK_ID_SIZE
+            length = self._memory[offset]
+            if length:
+                ids.append(self._memory[offset + 1:offset + 1 + length].decode())
+        return ids
 
     def close(self):
         self._memory.close()

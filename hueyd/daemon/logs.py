@@ -1,4 +1,5 @@
 """Logging for the master and its children: one configuration, text or JSON, reopenable."""
+import faulthandler
 import json
 import logging
 import sys
@@ -40,6 +41,7 @@ def configure(config):
                           else logging.Formatter(TEXT_FORMAT))
     root.addHandler(_handler)
     root.setLevel(config.loglevel)
+    enable_tracebacks()
 
 
 def reopen():
@@ -52,6 +54,17 @@ def reopen():
             _handler.stream = _handler._open()
         finally:
             _handler.release()
+        enable_tracebacks()  # faulthandler writes to a file descriptor: the new one
+
+
+def enable_tracebacks():
+    """On SIGSEGV, SIGABRT (the master's word to a hung child) and the like, write
+    every thread's stack to the log before the process dies."""
+    stream = getattr(_handler, 'stream', None) or sys.stderr
+    try:
+        faulthandler.enable(file=stream, all_threads=True)
+    except (AttributeError, ValueError, OSError):  # a stream without a file descriptor
+        pass
 
 
 def flush():

@@ -7,7 +7,15 @@ repeat. Signal handlers only queue the signal and wake the loop.
 It imports no application code (unless --preload) and opens no storage
 connection: a one-shot "preflight" child imports the app first, logs its tasks
 and flushes locks, so a broken app is found before pools start, and on SIGHUP
-before the running children are retired.
+before the running children are retired. The preflight is a child like the
+others: the loop goes on handling signals, reaping and pinging the watchdog
+while it runs, and one killed before it finished is started again with backoff.
+
+A child tells a broken application from a crash through its heartbeat (a flag
+no exit status can forge); a pool that dies on its own while running tasks
+leaves a hueyd.daemon.deaths.Death for its replacement to settle. A hung child
+first gets SIGABRT, which makes it write every thread's stack to the log, then
+SIGKILL.
 """
 import dataclasses
 import errno
@@ -22,10 +30,11 @@ import time
 from hueyd.cli.config import ConfigError, load_config
 from hueyd.daemon import logs
 from hueyd.daemon.app import AppImportError, load_app
-from hueyd.daemon.child import EXIT_BOOT_FAILED, Child, exit_code_description
+from hueyd.daemon.child import MASTER_SIGNALS, Child, exit_code_description
+from hueyd.daemon.deaths import Death
 from hueyd.daemon.heartbeat import Heartbeat
 from hueyd.daemon.notify import Notifier
-from hueyd.daemon.pool import Pool
+from hueyd.daemon.pool import Pool, worker_id
 from hueyd.daemon.proctitle import set_title
 from hueyd.daemon.scheduler import Scheduler
 from hueyd.metrics import pool_restarts, remove_multiprocess_dir
@@ -33,21 +42,40 @@ from hueyd.metrics import pool_restarts, remove_multiprocess_dir
 logger = logging.getLogger('hueyd.master')
 
 FAST_STOP_TIMEOUT = 10.0    # after SIGTERM, children get this long before SIGKILL
+TRACE_GRACE = 5.0           # after SIGABRT, a hung child gets this long to log its stacks
 BOOT_FAILURE_LIMIT = 3      # consecutive children that cannot import the app
 MAX_RESPAWN_DELAY = 10.0
 PREFLIGHT_TIMEOUT = 120.0
 SCHEDULER = 'scheduler'
+PREFLIGHT = 'preflight'
 
 
 @dataclasses.dataclass
 class ChildRecord:
     pid: int
-    slot: object            # pool index, or SCHEDULER
+    slot: object            # pool index, SCHEDULER or PREFLIGHT
     generation: int
     heartbeat: Heartbeat
     started: float
     retiring: float = None  # monotonic deadline of a graceful retirement
-    killed: float = None    # monotonic moment SIGTERM was sent, SIGKILL follows
+    killed: float = None    # monotonic moment SIGTERM or SIGABRT was sent, SIGKILL follows
+    deaths: tuple = ()      # the Deaths handed to this pool to settle
+
+    def name(self):
+        if self.slot in (SCHEDULER, PREFLIGHT):
+            return self.slot
+        return 'pool %d' % (self.slot + 1)
+
+
+@dataclasses.dataclass
+class PendingPreflight:
+    """A configuration waiting for its preflight to pass before the master adopts it."""
+    config: object
+    announce: bool
+    pid: int = None         # of the preflight running now
+    deaths: int = 0         # preflights killed before they could tell (OOM killer, kill -9)
+    start_at: float = 0.0   # monotonic moment the next one may start (backoff)
+    timed_out: bool = False
 
 
 class Preflight(Child):
@@ -55,21 +83,21 @@ class Preflight(Child):
 
     kind = 'preflight'
 
-    def __init__(self, config, master_pid, app, announce):
-        super().__init__(config, None, master_pid, app)
+    def __init__(self, config, heartbeat, master_pid, app, announce):
+        super().__init__(config, heartbeat, master_pid, app)
         self.announce = announce
 
     def main(self):
         set_title('preflight %s' % self.config.app)
         huey = self.load()
         if huey is None:
-            return EXIT_BOOT_FAILED
+            return self.boot_failed()
         if not getattr(huey.storage, 'shared', True):
             logger.error('%s keeps tasks in %s, which lives inside one process; the daemon '
                          'needs storage its processes share: use SqliteHuey, RedisHuey or '
                          'Huey(url="sqlite:///..." or "redis://...")',
                          self.config.app, type(huey.storage).__name__)
-            return EXIT_BOOT_FAILED
+            return self.boot_failed()
         if self.announce:
             logger.info('%r uses %s; registered tasks: %s', self.config.app,
                         type(huey.storage).__name__, ', '.join(huey.registered_tasks) or 'none')
@@ -98,6 +126,9 @@ class Master:
         self.exit_code = 0
         self.respawn_at = {}        # slot -> monotonic time before which it is not respawned
         self.boot_deaths = {}       # slot -> consecutive deaths before finishing boot
+        self.deaths = {}            # slot -> Deaths its next pool must settle
+        self.started = False        # the first preflight passed and children were started
+        self.preflight = None       # a PendingPreflight, while a configuration awaits one
         self.notifier = Notifier.from_environ(environ)
         self.next_health_check = 0.0
         self.next_watchdog = 0.0
@@ -122,14 +153,8 @@ class Master:
                     logger.error('%s', exc)
                     self.exit_code = 1
                     return self.exit_code
-            if not self.preflight(announce=True):
-                logger.error('the application could not be loaded; see the error above')
-                self.exit_code = 1
-                return self.exit_code
-            self.spawn_missing()
             self.notifier.mainpid(self.pid)
-            self.notifier.ready(self.status_text())
-            logger.info('hueyd master %d ready: %s', self.pid, self.status_text())
+            self.preflight = PendingPreflight(self.config, announce=True)
             self.loop()
             return self.exit_code
         finally:
@@ -140,9 +165,15 @@ class Master:
             logger.info('hueyd master %d exiting with status %d', self.pid, self.exit_code)
             logs.flush()
 
+    def start(self):
+        """The first preflight passed: start the children and tell systemd."""
+        self.started = True
+        self.spawn_missing()
+        self.notifier.ready(self.status_text())
+        logger.info('hueyd master %d ready: %s', self.pid, self.status_text())
+
     def install_signal_handlers(self):
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1,
-                       signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD):
+        for signum in MASTER_SIGNALS:
             signal.signal(signum, self.on_signal)
 
     def on_signal(self, signum, frame):
@@ -171,7 +202,9 @@ class Master:
             else:
                 self.retire_overdue()
                 self.check_health()
+                self.run_preflight()
                 self.spawn_missing()
+            self.kill_unresponsive()
             self.ping_watchdog()
 
     def sleep(self):
@@ -218,6 +251,8 @@ class Master:
         return list(range(pools)) + [SCHEDULER]
 
     def spawn_missing(self):
+        if not self.started:
+            return
         active = {record.slot for record in self.children.values() if record.retiring is None}
         now = time.monotonic()
         for slot in self.desired_slots():
@@ -225,25 +260,33 @@ class Master:
                 self.spawn(slot)
 
     def spawn(self, slot):
-        heartbeat = Heartbeat()
+        deaths = ()
         if slot == SCHEDULER:
+            heartbeat = Heartbeat()
             child = Scheduler(self.config, heartbeat, self.pid, self.app)
         else:
+            heartbeat = Heartbeat(Pool.worker_count(self.config))
+            deaths = tuple(self.deaths.get(slot, ()))
             child = Pool(self.config, heartbeat, self.pid, slot,
-                         len(self.desired_slots()) - 1, self.app)
+                         len(self.desired_slots()) - 1, self.app, deaths)
         pid = self.fork(child)
-        self.children[pid] = ChildRecord(pid, slot, self.generation, heartbeat, time.monotonic())
-        logger.debug('started %s %d', 'scheduler' if slot == SCHEDULER else 'pool %d' % (slot + 1), pid)
+        record = ChildRecord(pid, slot, self.generation, heartbeat, time.monotonic(), deaths=deaths)
+        self.children[pid] = record
+        logger.debug('started %s %d', record.name(), pid)
         return pid
 
     def fork(self, child):
         """Start ``child`` in a new process; returns its pid."""
         logs.flush()  # or the child would write the master's buffered lines again
-        pid = os.fork()
-        if pid == 0:
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            child.run()  # never returns
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                child.run()  # unblocks them once its own handlers are in place; never returns
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return pid
 
     def reap(self):
@@ -257,15 +300,23 @@ class Master:
             record = self.children.pop(pid, None)
             if record is None:
                 continue
-            booted = record.heartbeat.booted
-            record.heartbeat.close()
-            self.child_exited(record, status, booted)
+            heartbeat = record.heartbeat
+            booted, boot_failed, running = (heartbeat.booted, heartbeat.boot_failed,
+                                            heartbeat.running_tasks())
+            heartbeat.close()
+            if record.slot == PREFLIGHT:
+                self.preflight_exited(record, status, boot_failed)
+            else:
+                self.child_exited(record, status, booted, boot_failed, running)
 
-    def child_exited(self, record, status, booted):
-        what = 'scheduler' if record.slot == SCHEDULER else 'pool %d' % (record.slot + 1)
+    def child_exited(self, record, status, booted, boot_failed, running):
+        what = record.name()
         how = exit_code_description(status)
         expected = self.stopping or record.retiring is not None or record.generation != self.generation
-        clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        # A pool that exits 0 while a task runs was ended by that task (os._exit(0)).
+        clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and not running
+        if booted:
+            self.forget_settled(record)
         if expected or clean:
             logger.info('%s %d exited (%s)', what, record.pid, how)
             if clean and not expected:
@@ -275,7 +326,14 @@ class Master:
             return
         if record.slot != SCHEDULER:
             pool_restarts.add('died')
-        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_BOOT_FAILED:
+        if running:
+            how += ' while running a task' if os.WIFEXITED(status) else ''
+            logger.error('%s %d died (%s) while running task(s) %s; its replacement counts '
+                         'their crashes (--max-deliveries %d)', what, record.pid, how,
+                         ', '.join(running), self.config.max_deliveries)
+            self.deaths.setdefault(record.slot, []).append(
+                Death(worker_id(record.pid), tuple(running), how))
+        if boot_failed:
             self.boot_failures += 1
             logger.error('%s %d could not load the application (%d in a row)',
                          what, record.pid, self.boot_failures)
@@ -286,7 +344,7 @@ class Master:
                 self.exit_code = 1
                 self.begin_stop('fast')
                 return
-        else:
+        elif not running:
             logger.error('%s %d died (%s); starting a new one', what, record.pid, how)
         # Dying before it finished booting, again and again, is a crash loop: back off.
         # A child killed at work (OOM killer, kill -9) is simply replaced at once.
@@ -298,6 +356,13 @@ class Master:
                            'start', what, delay)
             self.respawn_at[record.slot] = time.monotonic() + delay
 
+    def forget_settled(self, record):
+        """A pool that booted has settled the deaths it was handed: hand them to no other."""
+        if record.deaths:
+            pending = self.deaths.get(record.slot, ())
+            self.deaths[record.slot] = [death for death in pending if death not in record.deaths]
+            record.deaths = ()
+
     def check_health(self):
         now = time.monotonic()
         if now < self.next_health_check:
@@ -306,15 +371,30 @@ class Master:
         for record in list(self.children.values()):
             if record.heartbeat.booted:
                 self.boot_failures = 0
+                self.forget_settled(record)
             if self.config.disable_health_check or record.killed is not None:
                 continue
+            if record.slot == PREFLIGHT:
+                continue  # it beats no heartbeat: run_preflight() bounds it
             silence = record.heartbeat.silence(record.started)
             if silence > self.config.worker_timeout:
-                logger.error('%s %d sent no heartbeat for %.1fs (--worker-timeout %ss); killing it',
-                             'scheduler' if record.slot == SCHEDULER else 'pool %d' % (record.slot + 1),
-                             record.pid, silence, self.config.worker_timeout)
+                logger.error('%s %d sent no heartbeat for %.1fs (--worker-timeout %ss); '
+                             'asking it for its stacks (SIGABRT), then killing it',
+                             record.name(), record.pid, silence, self.config.worker_timeout)
+                self.trace_and_kill(record)
+
+    def trace_and_kill(self, record):
+        """SIGABRT: faulthandler writes every thread's stack to the log and the child dies;
+        SIGKILL follows from kill_unresponsive() if it does not."""
+        self.kill(record, signal.SIGABRT)
+        record.killed = time.monotonic()
+
+    def kill_unresponsive(self):
+        now = time.monotonic()
+        for record in list(self.children.values()):
+            if record.killed is not None and now - record.killed > TRACE_GRACE \
+                    and record.retiring is None and not self.stopping:
                 self.kill(record, signal.SIGKILL)
-                record.killed = now
 
     def kill(self, record, signum):
         try:
@@ -379,15 +459,22 @@ class Master:
             logger.error('configuration not reloaded, keeping the running one: %s', exc)
             self.notifier.ready(self.status_text())
             return
-        previous, self.config = self.config, config
-        logs.configure(config)
-        if not self.preflight(announce=False):
-            logger.error('the application could not be loaded with the new configuration; '
-                         'keeping the running children')
-            self.config = previous
-            logs.configure(previous)
-            self.notifier.ready(self.status_text())
+        if self.preflight is not None and self.preflight.pid is not None:
+            logger.info('a newer SIGHUP: the preflight %d of the previous one is no longer '
+                        'needed', self.preflight.pid)
+            self.kill(self.children[self.preflight.pid], signal.SIGKILL)
+        announce = not self.started  # still starting: the new configuration starts it
+        self.preflight = PendingPreflight(config, announce)
+
+    def adopt(self, config):
+        """``config`` passed its preflight: run it."""
+        if not self.started:
+            self.config = config
+            logs.configure(config)
+            self.start()
             return
+        self.config = config
+        logs.configure(config)
         self.roll(lambda record: True)
         self.notifier.ready(self.status_text())
         logger.info('reloaded: %s', self.status_text())
@@ -396,7 +483,7 @@ class Master:
         """Start a new generation: retire the chosen children, start replacements."""
         self.generation += 1
         for record in list(self.children.values()):
-            if record.retiring is None and which(record):
+            if record.retiring is None and record.slot != PREFLIGHT and which(record):
                 self.retire(record)
         self.respawn_at.clear()
         self.spawn_missing()
@@ -409,9 +496,9 @@ class Master:
         self.config = dataclasses.replace(self.config, workers=workers)
         logger.info('%s: now %d worker(s)', 'SIGTTIN' if step > 0 else 'SIGTTOU', workers)
         if self.config.worker_type == 'process':
-            wanted = set(self.desired_slots())
+            wanted = self.desired_slots()
             for record in list(self.children.values()):
-                if record.retiring is None and record.slot not in wanted:
+                if record.retiring is None and record.slot not in wanted + [PREFLIGHT]:
                     self.retire(record)
             self.spawn_missing()
         else:
@@ -419,23 +506,58 @@ class Master:
         self.notifier.status(self.status_text())
 
     # --- preflight ------------------------------------------------------------
-    def preflight(self, announce):
-        """Import the app in a throwaway child; True when it loads."""
-        pid = self.fork(Preflight(self.config, self.pid, self.app, announce))
-        deadline = time.monotonic() + PREFLIGHT_TIMEOUT
-        while True:
-            try:
-                done, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                return False
-            if done:
-                return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-            if time.monotonic() > deadline:
-                logger.error('loading the application took over %ss; giving up', PREFLIGHT_TIMEOUT)
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                return False
-            time.sleep(0.01)
+    def run_preflight(self):
+        """Start the pending configuration's preflight when due; end one that takes too long."""
+        pending = self.preflight
+        if pending is None:
+            return
+        now = time.monotonic()
+        if pending.pid is None:
+            if now >= pending.start_at:
+                heartbeat = Heartbeat()
+                pending.pid = self.fork(Preflight(pending.config, heartbeat, self.pid, self.app,
+                                                  pending.announce))
+                self.children[pending.pid] = ChildRecord(pending.pid, PREFLIGHT, self.generation,
+                                                         heartbeat, now)
+            return
+        record = self.children.get(pending.pid)
+        if record is not None and record.killed is None and now - record.started > PREFLIGHT_TIMEOUT:
+            logger.error('loading the application took over %ss; asking the preflight for '
+                         'its stacks (SIGABRT), then giving up', PREFLIGHT_TIMEOUT)
+            pending.timed_out = True
+            self.trace_and_kill(record)
+
+    def preflight_exited(self, record, status, boot_failed):
+        pending = self.preflight
+        if pending is None or pending.pid != record.pid:
+            return  # superseded by a newer SIGHUP, or the daemon is stopping
+        pending.pid = None
+        if self.stopping:
+            self.preflight = None
+        elif os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            self.preflight = None
+            self.adopt(pending.config)
+        elif boot_failed or pending.timed_out:
+            self.preflight = None
+            self.preflight_failed()
+        else:
+            # Killed before it could tell (the OOM killer, kill -9): not the application's fault.
+            pending.deaths += 1
+            delay = min(0.1 * 2 ** (pending.deaths - 1), MAX_RESPAWN_DELAY)
+            logger.warning('the preflight %d died (%s) before it finished loading the '
+                           'application; trying again in %.1fs', record.pid,
+                           exit_code_description(status), delay)
+            pending.start_at = time.monotonic() + delay
+
+    def preflight_failed(self):
+        if not self.started:
+            logger.error('the application could not be loaded; see the error above')
+            self.exit_code = 1
+            self.begin_stop('fast')
+        else:
+            logger.error('the application could not be loaded with the new configuration; '
+                         'keeping the running children')
+            self.notifier.ready(self.status_text())
 
     # --- systemd and pidfile --------------------------------------------------
     def status_text(self):

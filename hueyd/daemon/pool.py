@@ -15,6 +15,10 @@ dead letters.
 
 Signals from the master: SIGINT finishes the running tasks and exits (graceful),
 SIGTERM interrupts them, hands their claims back to the queue and exits (fast).
+
+Each worker writes the id of the task it runs into the heartbeat, so that if the
+process dies the master knows which tasks killed it (hueyd.daemon.deaths); a
+new pool settles the deaths it is handed before it takes work.
 """
 import logging
 import os
@@ -23,34 +27,41 @@ import socket
 import threading
 import time
 
+from hueyd.daemon import deaths
 from hueyd.daemon.child import EXIT_BOOT_FAILED, Child
 from hueyd.daemon.inbox import FAST_TASK, Batch, Inbox, Message
 from hueyd.events import EVENT_ERROR_DEQUEUEING, EVENT_ERROR_INTERNAL
+from hueyd.exceptions import Interrupted
 from hueyd.metrics import count_tasks
 from hueyd.nodes import PoolReporter
 
 logger = logging.getLogger('hueyd.daemon')
 
 MEMORY_CHECK_EVERY = 5.0  # seconds
+SETTLE_PATIENCE = 10.0    # seconds a new pool retries settling deaths while the storage is away
 
 
-class Interrupted(KeyboardInterrupt):
-    """Raised in the main thread by SIGTERM: the running task must stop now.
-
-    A KeyboardInterrupt, so ``Huey.execute`` reports it as SIGNAL_INTERRUPTED.
-    """
+def worker_id(pid):
+    """The name under which the pool process ``pid`` claims messages in storage."""
+    return '%s:%d' % (socket.gethostname(), pid)
 
 
 class Pool(Child):
     kind = 'pool'
     reporter = None  # publishes this pool's state for hueyctl status, once the app is loaded
 
-    def __init__(self, config, heartbeat, master_pid, index, count, app=None):
+    @staticmethod
+    def worker_count(config):
+        """Workers in one pool process: -k process runs one, in the main thread."""
+        return 1 if config.worker_type == 'process' else config.workers
+
+    def __init__(self, config, heartbeat, master_pid, index, count, app=None, deaths=()):
         super().__init__(config, heartbeat, master_pid, app)
         self.index = index
         self.count = count
+        self.deaths = deaths  # of the pools before this one in its slot: settled at boot
         self.in_main_thread = config.worker_type == 'process'
-        self.workers = 1 if self.in_main_thread else config.workers
+        self.workers = self.worker_count(config)
         self.current = {}  # worker number -> (task, monotonic start, receipt, raw message)
         self.worker_id = None  # set after fork: this process's own id
         self.claims = None  # whether the storage supports claims, known once the app loads
@@ -72,7 +83,7 @@ class Pool(Child):
             # Before the application is imported, so its libraries cooperate too.
             from gevent import monkey
             monkey.patch_all()
-        self.worker_id = '%s:%d' % (socket.gethostname(), os.getpid())
+        self.worker_id = worker_id(os.getpid())
         self.title('booting')
         self.start_heartbeat(on_beat=self.on_beat)
         if self.load() is None:
@@ -82,6 +93,7 @@ class Pool(Child):
             logger.warning('%s cannot claim messages: a task running when this pool dies is '
                            'lost (at-most-once delivery)', type(self.huey.storage).__name__)
         self.size_connection_pool()
+        self.settle_deaths()
         self.reporter = PoolReporter(self)
         if self.config.metrics_port:
             count_tasks(self.huey, self.master_pid)  # Prometheus counters (hueyd.metrics)
@@ -96,6 +108,27 @@ class Pool(Child):
             self.run_threads()
         self.reporter.close()
         return 0
+
+    def settle_deaths(self):
+        """Count the crashes of the tasks that killed the pools before this one (hueyd.daemon.deaths)."""
+        if not self.claims:
+            return
+        for death in self.deaths:
+            deadline = time.monotonic() + SETTLE_PATIENCE
+            while True:
+                try:
+                    deaths.settle(self.huey, death, self.config.max_deliveries)
+                    break
+                except self.huey.storage.transient_errors as exc:
+                    if time.monotonic() > deadline:
+                        logger.error('could not count the crash of %s (%s); its tasks come '
+                                     'back after --lease-timeout, uncounted', death.worker, exc)
+                        break
+                    time.sleep(0.5)
+                except Exception:
+                    logger.exception('could not count the crash of %s; its tasks come back '
+                                     'after --lease-timeout, uncounted', death.worker)
+                    break
 
     def stop(self, reason):
         if not self.stopping:
@@ -152,6 +185,8 @@ class Pool(Child):
             else:
                 logger.warning('%s was interrupted after %.1fs and is back on the queue',
                                task, time.monotonic() - started)
+        for number in self.current:
+            self.heartbeat.running(number, None)  # handed back: not a crash
         self.current.clear()
         self.flush_writes(wait=True)  # finished tasks are acknowledged, not run again
         if self.claims:
@@ -256,8 +291,10 @@ class Pool(Child):
             self.flush_writes(wait=True)  # the acknowledgement must be stored before it starts
             receipt = None
         self.current[number] = (task, time.monotonic(), receipt, data)
+        self.heartbeat.running(number, task.id)
         try:
-            huey.execute(task, revocations=message.batch.fresh_revocations())
+            huey.execute(task, revocations=message.batch.fresh_revocations(),
+                         interrupt=Interrupted)
         except Interrupted:
             raise
         except huey.storage.transient_errors as exc:
@@ -266,12 +303,14 @@ class Pool(Child):
             logger.warning('storage unavailable while handling %s (%s); it goes back on '
                            'the queue', task, exc)
             del self.current[number]
+            self.heartbeat.running(number, None)
             self.release(receipt)
             return
-        except Exception as exc:
+        except BaseException as exc:  # a hook's sys.exit() too: the worker must go on
             logger.exception('internal error while running %s', task)
             self.event(EVENT_ERROR_INTERNAL, task, exception=exc)
         del self.current[number]
+        self.heartbeat.running(number, None)
         if receipt is None:
             self.patiently('clear the at-most-once record', huey.storage.remove_dead_letters,
                            ['running.' + task.id])
@@ -284,7 +323,7 @@ class Pool(Child):
     def bury(self, receipt, data, reason):
         """A message that cannot run goes to the dead letters; the worker goes on."""
         try:
-            letter = self.huey.add_dead_letter(data, reason)
+            letter = self.huey.bury(data, reason)
         except self.huey.storage.transient_errors as exc:
             logger.warning('%s; the storage is unavailable to keep it as a dead letter (%s), '
                            'so it goes back on the queue', reason, exc)

@@ -231,6 +231,13 @@ class BaseStorage:
         """``{worker: [data, ...]}`` for every worker holding claims."""
         raise NotImplementedError
 
+    def worker_claims(self, worker):
+        """``[(receipt, data), ...]`` that ``worker`` holds, oldest claim first.
+
+        Read when a worker died: its running tasks are counted and the rest go back.
+        """
+        raise NotImplementedError
+
     def move_due(self, ts):
         """Move every scheduled message due at ``ts`` to the queue in one step; returns them.
 

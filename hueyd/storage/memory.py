@@ -229,6 +229,10 @@ class MemoryStorage(BaseStorage):
             return {worker: [entry[2] for entry in sorted(claims.values())]
                     for worker, claims in self._claims.items() if claims}
 
+    def worker_claims(self, worker):
+        with self._lock:
+            return [(entry[1], entry[2]) for entry in sorted(self._claims.get(worker, {}).values())]
+
     def move_due(self, ts):
         with self._lock:
             due = []

@@ -575,6 +575,10 @@ class RedisStorage(BaseStorage):
                 claimed[key.decode()[start:]] = [self._data_of(e) for e in reversed(entries)]
         return claimed
 
+    def worker_claims(self, worker):
+        entries = self.conn.lrange(self.claims_prefix + worker, 0, -1)
+        return [(entry, self._data_of(entry)) for entry in reversed(entries)]
+
     # --- dead letters ------------------------------------------------------
     def add_dead_letter(self, key, record):
         pipe = self.conn.pipeline()

@@ -410,6 +410,11 @@ class SqliteStorage(BaseStorage):
             claimed.setdefault(worker, []).append(data)
         return claimed
 
+    def worker_claims(self, worker):
+        return [tuple(row) for row in self._rows(
+            'SELECT id, data FROM hueyd_queue WHERE name = ? AND claimed_by = ? ORDER BY id',
+            self.name, worker)]
+
     def move_due(self, ts):
         with self._immediate() as conn:
             rows = sorted(conn.execute('DELETE FROM hueyd_schedule WHERE name = ? AND ts <= ? '
