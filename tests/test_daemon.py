@@ -357,3 +357,20 @@ def test_unimportable_app_fails_with_hint(app, start_daemon):
     assert app.dir in err or os.path.realpath(app.dir) in err, \
         'stderr does not name the working directory %s:\n%s' % (app.dir, err)
     daemon.wait_no_leftovers()
+
+
+@pytest.mark.parametrize('broken, culprit', [
+    ('import requestz\n', 'import requestz'),        # a module the app imports is missing
+    ('settings = {}\nsettings["KEY"]\n', 'settings["KEY"]'),   # an error inside the app
+    ('def broken(:\n    pass\n', 'def broken(:'),     # a syntax error, shown with its caret
+])
+def test_an_app_that_fails_inside_shows_its_own_traceback_and_no_path_advice(
+        app, start_daemon, broken, culprit):
+    with open(os.path.join(app.dir, 'badapp.py'), 'w') as f:
+        f.write(broken)
+    daemon = start_daemon(app, app_path='badapp.huey')
+    assert daemon.wait(20) == 1
+    err = daemon.stderr_text()
+    assert 'badapp.py", line' in err and culprit in err, err
+    assert 'the error above happened inside it' in err, err
+    assert 'PYTHONPATH' not in err, 'path advice for a module that was found:\n' + err

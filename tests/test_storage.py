@@ -412,6 +412,34 @@ def test_sqlite_tables_are_prefixed(tmp_path):
     assert mode == 'wal'
 
 
+def test_sqlite_a_lock_held_past_the_busy_timeout_is_a_transient_error(tmp_path):
+    import sqlite3
+    storage = SqliteStorage('q', filename=str(tmp_path / 'huey.db'), timeout=0.05)
+    storage.enqueue(b'a')
+    other = sqlite3.connect(tmp_path / 'huey.db', isolation_level=None)
+    other.execute('BEGIN IMMEDIATE')
+    try:
+        with pytest.raises(storage.transient_errors, match='locked'):
+            storage.enqueue(b'b')
+    finally:
+        other.execute('ROLLBACK')
+        other.close()
+    storage.enqueue(b'b')  # and the storage works again once the lock is gone
+    assert storage.queue_size() == 2
+
+
+def test_sqlite_a_read_only_database_is_not_a_transient_error(tmp_path):
+    """Retrying a write that can never succeed would hang workers for ever."""
+    import sqlite3
+    path = tmp_path / 'huey.db'
+    SqliteStorage('q', filename=str(path)).enqueue(b'a')
+    storage = SqliteStorage('q', filename=str(path))
+    storage.conn.execute('PRAGMA query_only = ON')  # what a read-only file does to writes
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        storage.enqueue(b'b')
+    assert not isinstance(caught.value, storage.transient_errors), caught.value
+
+
 def _sqlite_consumer(storage, results):
     # The instance is inherited through fork(), so it must open its own connection.
     results.put(drain(storage))

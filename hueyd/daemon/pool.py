@@ -255,13 +255,19 @@ class Pool(Child):
         """Send the results, events and acknowledgements of the tasks run so far.
 
         ``wait``: until they are sent, even when another worker is sending already.
+        Returns whether they were stored. When not, those tasks stay claimed and
+        come back after this pool's lease: they run twice, and none is lost.
         """
         try:
             self.huey.storage.flush_batch(wait)
-        except Exception as exc:
-            # Unacknowledged, those tasks come back after this pool's lease: run twice, not lost.
+            return True
+        except self.huey.storage.transient_errors as exc:
             logger.error('could not write the results and acknowledgements of the last tasks '
                          '(%s: %s); they will run again', type(exc).__name__, exc)
+        except Exception:
+            logger.exception('a bug: writing the results and acknowledgements of the last '
+                             'tasks failed; they will run again')
+        return False
 
     def claim(self, count=1):
         storage = self.huey.storage
@@ -288,7 +294,12 @@ class Pool(Child):
             huey.add_dead_letter(data, 'interrupted before it finished; not run again because '
                                  'the task is at_most_once', task, key='running.' + task.id)
             self.ack(receipt)
-            self.flush_writes(wait=True)  # the acknowledgement must be stored before it starts
+            if not self.flush_writes(wait=True):
+                # Its acknowledgement may not be stored, so it could run again: not now.
+                logger.error('%s (at_most_once) not started: its acknowledgement could not be '
+                             'stored first', task)
+                self.release(receipt)
+                return
             receipt = None
         self.current[number] = (task, time.monotonic(), receipt, data)
         self.heartbeat.running(number, task.id)

@@ -6,6 +6,9 @@ the storage in the order they were made: a task's result always lands before
 its acknowledgement, even when another thread sends the acknowledgement. A
 thread that flushes while another is sending leaves its writes to that one,
 which sends batches until none is pending (unless it asks to ``wait``).
+A thread that waits learns of a failure to send even when another thread sent:
+it gets that error (it may be about a batch without its writes: callers that
+depend on the outcome must treat it as "not stored").
 """
 import threading
 from contextlib import contextmanager
@@ -21,6 +24,8 @@ class SharedBatch:
         self._sent = threading.Condition(self._lock)
         self._pending = None
         self._sending = False
+        self._failures = 0       # sends that raised, so far
+        self._last_error = None
 
     def begin(self):
         self._local.batching = True
@@ -52,9 +57,12 @@ class SharedBatch:
 
     def flush(self, wait=False):
         with self._lock:
+            failures = self._failures
             if self._sending:  # the thread sending now sends ours next
                 while wait and self._sending:
                     self._sent.wait()
+                if wait and self._failures != failures:
+                    raise self._last_error
                 if not wait or self._pending is None:
                     return
             self._sending = True
@@ -64,7 +72,13 @@ class SharedBatch:
                     batch, self._pending = self._pending, None
                 if batch is None:
                     return
-                self._send(batch)
+                try:
+                    self._send(batch)
+                except Exception as exc:
+                    with self._lock:
+                        self._failures += 1
+                        self._last_error = exc
+                    raise
         finally:
             with self._lock:
                 self._sending = False

@@ -79,12 +79,60 @@ JOURNAL_MODES = ('wal', 'delete', 'truncate', 'persist', 'memory', 'off')
 # Rows whose expires_at has passed (only put_if_empty sets one) count as absent.
 LIVE = '(expires_at IS NULL OR expires_at > ?)'
 
+# SQLite's primary result codes that mean "not now" rather than "never": another
+# process holds the lock past the busy timeout, an I/O error, a full disk, a file
+# that cannot be opened for the moment. "readonly database", "no such table" and
+# the like are not among them: retrying those would never end.
+TRANSIENT_CODES = {5: 'SQLITE_BUSY', 6: 'SQLITE_LOCKED', 10: 'SQLITE_IOERR',
+                   13: 'SQLITE_FULL', 14: 'SQLITE_CANTOPEN', 15: 'SQLITE_PROTOCOL'}
+
+
+class SqliteUnavailable(sqlite3.OperationalError):
+    """An OperationalError worth retrying (see TRANSIENT_CODES); the storage's transient error."""
+
+
+def _guarded(method):
+    def call(self, *args):
+        try:
+            return method(self, *args)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, 'sqlite_errorcode', 0) & 0xff in TRANSIENT_CODES \
+                    and not isinstance(exc, SqliteUnavailable):
+                raise SqliteUnavailable(*exc.args) from exc
+            raise
+    call.__name__ = method.__name__
+    return call
+
+
+class _Cursor(sqlite3.Cursor):
+    """Raises SqliteUnavailable for the OperationalErrors worth retrying, as they happen."""
+    execute = _guarded(sqlite3.Cursor.execute)
+    executemany = _guarded(sqlite3.Cursor.executemany)
+    executescript = _guarded(sqlite3.Cursor.executescript)
+    fetchone = _guarded(sqlite3.Cursor.fetchone)
+    fetchall = _guarded(sqlite3.Cursor.fetchall)
+
+
+class _Connection(sqlite3.Connection):
+    # sqlite3.Connection.execute() would bypass the cursor class's methods.
+    def cursor(self, factory=_Cursor):
+        return super().cursor(factory)
+
+    def execute(self, sql, parameters=()):
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql, parameters):
+        return self.cursor().executemany(sql, parameters)
+
+    def executescript(self, script):
+        return self.cursor().executescript(script)
+
 
 class SqliteStorage(BaseStorage):
     blocking = False
     priority = True
     # "database is locked" outlasting the busy timeout is worth another try.
-    transient_errors = BaseStorage.transient_errors + (sqlite3.OperationalError,)
+    transient_errors = BaseStorage.transient_errors + (SqliteUnavailable,)
 
     def __init__(self, name='huey', filename='huey.db', cache_mb=8, fsync=False,
                  journal_mode='wal', timeout=5, **kwargs):
@@ -126,7 +174,8 @@ class SqliteStorage(BaseStorage):
 
     def _connect(self):
         # isolation_level=None: no implicit transactions, we issue BEGIN ourselves.
-        conn = sqlite3.connect(self.filename, timeout=self.timeout, isolation_level=None)
+        conn = sqlite3.connect(self.filename, timeout=self.timeout, isolation_level=None,
+                               factory=_Connection)
         self._set_journal_mode(conn)
         conn.execute('PRAGMA synchronous = %s' % ('FULL' if self.fsync else 'NORMAL'))
         conn.execute('PRAGMA cache_size = %d' % (-1024 * self.cache_mb))
