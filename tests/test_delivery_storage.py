@@ -8,7 +8,7 @@ import time
 import pytest
 
 from hueyd.constants import EmptyData
-from hueyd.storage import PriorityRedisStorage, RedisStorage
+from hueyd.storage import PriorityRedisStorage, RedisStorage, SqliteStorage
 from support import make_storage, wait_until
 
 
@@ -192,3 +192,34 @@ def test_the_writes_of_every_batching_thread_go_out_together(store):
         store.enqueue(b'at once')
     assert store.queue_size() == 3
     store.end_batch()
+
+
+def test_a_thread_learns_that_its_writes_were_lost_even_when_another_thread_sent_them(tmp_path):
+    """The at-most-once barrier depends on it: "stored" must mean stored."""
+    import sqlite3
+    store = SqliteStorage('q', filename=str(tmp_path / 'huey.db'), timeout=0.05)
+    written, sent, outcome = threading.Event(), threading.Event(), []
+
+    def writer():
+        store.begin_batch()
+        store.enqueue(b'lost')
+        written.set()
+        sent.wait(10)
+        try:
+            store.flush_batch(wait=True)
+            outcome.append('stored')
+        except store.transient_errors as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert written.wait(10)
+    lock = sqlite3.connect(tmp_path / 'huey.db', isolation_level=None)
+    lock.execute('BEGIN IMMEDIATE')
+    with pytest.raises(store.transient_errors):
+        store.flush_batch(wait=True)  # this thread sends the other's write, and fails
+    lock.execute('ROLLBACK')
+    sent.set()
+    thread.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], store.transient_errors), outcome
+    assert store.queue_size() == 0

@@ -38,6 +38,12 @@ def hard_exit(tag, code):
 
 
 @huey.task()
+def hang(tag):
+    write('run', tag, os.getpid())
+    ctypes.PyDLL(None).sleep(60)  # holds the GIL: every thread stops, the heartbeat's too
+
+
+@huey.task()
 def soft_exit(tag, code):
     write('run', tag, os.getpid())
     sys.exit(code)
@@ -130,6 +136,24 @@ def test_a_segfault_in_a_thread_pool_counts_for_the_task_that_was_running(
     error = get_error(daemon, result)
     assert 'SIGSEGV' in str(error), str(error)
     assert app.runs('crash') == 1, daemon.describe()
+    dead_letter_of(app, result.id)
+    assert_still_serving(daemon, app, master)
+
+
+@pytest.mark.parametrize('storage', STORAGES)
+def test_a_task_that_hangs_its_pool_leaves_its_stack_in_the_log_and_is_dead_lettered(
+        make_poison_app, start_daemon, storage):
+    app = make_poison_app(storage)
+    daemon = start_daemon(app, '-k', 'thread', '-w', '1', '--worker-timeout', '1', '-c', '0.2',
+                          '--max-deliveries', '1')
+    master = daemon.pid
+    daemon.wait_ready(1, booted=True)
+    result = app.hang('stuck')
+    error = get_error(daemon, result)
+    assert 'SIGABRT' in str(error), str(error)
+    log = daemon.log_text()
+    assert 'asking it for its stacks (SIGABRT)' in log, log
+    assert 'app.py", line' in log and 'in hang' in log, 'no stack of the hung task in the log\n' + log
     dead_letter_of(app, result.id)
     assert_still_serving(daemon, app, master)
 

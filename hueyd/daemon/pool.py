@@ -289,16 +289,7 @@ class Pool(Child):
             self.bury(receipt, data, 'cannot run this message: %s: %s' % (type(task).__name__, task))
             return
         if task.at_most_once:
-            # Recorded before it starts and removed when it ends: if this process
-            # dies meanwhile, the task is not run again but stays visible here.
-            huey.add_dead_letter(data, 'interrupted before it finished; not run again because '
-                                 'the task is at_most_once', task, key='running.' + task.id)
-            self.ack(receipt)
-            if not self.flush_writes(wait=True):
-                # Its acknowledgement may not be stored, so it could run again: not now.
-                logger.error('%s (at_most_once) not started: its acknowledgement could not be '
-                             'stored first', task)
-                self.release(receipt)
+            if not self.begin_at_most_once(task, receipt, data):
                 return
             receipt = None
         self.current[number] = (task, time.monotonic(), receipt, data)
@@ -330,6 +321,29 @@ class Pool(Child):
             self.tasks_done += 1
             if self.config.max_tasks and self.tasks_done >= self.config.max_tasks:
                 self.stop('recycling after %d tasks (--max-tasks)' % self.tasks_done)
+
+    def begin_at_most_once(self, task, receipt, data):
+        """Record an at_most_once task as running and acknowledge it, both stored before it
+        starts: if this process dies meanwhile, the task is not run again but stays visible
+        in the dead letters. False when that cannot be stored: it is handed back, not run."""
+        try:
+            self.huey.add_dead_letter(data, 'interrupted before it finished; not run again '
+                                      'because the task is at_most_once', task,
+                                      key='running.' + task.id)
+        except self.huey.storage.transient_errors as exc:
+            logger.error('%s (at_most_once) not started: the storage is away (%s); it goes back '
+                         'on the queue', task, exc)
+            self.release(receipt)
+            return False
+        self.ack(receipt)
+        if not self.flush_writes(wait=True):
+            # Perhaps acknowledged, perhaps not: it must not start, and its dead-letter
+            # record stays, so it is visible whichever it was.
+            logger.error('%s (at_most_once) not started: its acknowledgement could not be '
+                         'stored first', task)
+            self.release(receipt)
+            return False
+        return True
 
     def bury(self, receipt, data, reason):
         """A message that cannot run goes to the dead letters; the worker goes on."""

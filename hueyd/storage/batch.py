@@ -6,12 +6,15 @@ the storage in the order they were made: a task's result always lands before
 its acknowledgement, even when another thread sends the acknowledgement. A
 thread that flushes while another is sending leaves its writes to that one,
 which sends batches until none is pending (unless it asks to ``wait``).
-A thread that waits learns of a failure to send even when another thread sent:
-it gets that error (it may be about a batch without its writes: callers that
-depend on the outcome must treat it as "not stored").
+
+``flush(wait=True)`` tells the truth about the calling thread's own writes:
+it returns once the batch that holds them was sent, and raises that send's
+error if it failed, whichever thread sent it.
 """
 import threading
 from contextlib import contextmanager
+
+KEEP_FAILURES = 64  # failed batches remembered for threads that have yet to ask
 
 
 class SharedBatch:
@@ -24,8 +27,10 @@ class SharedBatch:
         self._sent = threading.Condition(self._lock)
         self._pending = None
         self._sending = False
-        self._failures = 0       # sends that raised, so far
-        self._last_error = None
+        # Batches are numbered as they are created and sent in that order.
+        self._numbered = 0       # batches created so far; the pending one is the last
+        self._done = 0           # every batch up to this number was sent, or failed
+        self._failed = {}        # number -> the error its send raised
 
     def begin(self):
         self._local.batching = True
@@ -53,33 +58,53 @@ class SharedBatch:
         with self._lock:
             if self._pending is None:
                 self._pending = self._new()
+                self._numbered += 1
+            self._local.mine = self._numbered  # the batch this thread last wrote to
             yield self._pending
 
     def flush(self, wait=False):
         with self._lock:
-            failures = self._failures
             if self._sending:  # the thread sending now sends ours next
-                while wait and self._sending:
+                if not wait:
+                    return
+                mine = getattr(self._local, 'mine', 0)
+                while self._sending and self._done < mine:
                     self._sent.wait()
-                if wait and self._failures != failures:
-                    raise self._last_error
-                if not wait or self._pending is None:
+                if self._done >= mine:
+                    self._raise_if_lost(mine)
                     return
             self._sending = True
         try:
             while True:
                 with self._lock:
                     batch, self._pending = self._pending, None
+                    number = self._numbered
                 if batch is None:
-                    return
+                    break
                 try:
                     self._send(batch)
                 except Exception as exc:
                     with self._lock:
-                        self._failures += 1
-                        self._last_error = exc
+                        self._failed[number] = exc  # for the other threads that wrote to it
+                        if getattr(self._local, 'mine', 0) == number:
+                            self._local.mine = 0    # this one is told now
+                        for old in [n for n in self._failed if n <= number - KEEP_FAILURES]:
+                            del self._failed[old]
                     raise
+                finally:
+                    with self._lock:
+                        self._done = number
+                        self._sent.notify_all()
+            with self._lock:
+                self._raise_if_lost(getattr(self._local, 'mine', 0))
         finally:
             with self._lock:
                 self._sending = False
                 self._sent.notify_all()
+
+    def _raise_if_lost(self, mine):
+        """Raise the error of this thread's last batch if its send failed (once per thread)."""
+        error = self._failed.get(mine)
+        if error is not None:
+            self._local.mine = 0
+            raise error
