@@ -9,6 +9,7 @@ import pytest
 
 from daemon_harness import app, make_app, start_daemon  # noqa: F401 (fixtures)
 from hueyd import SignedSerializer
+from hueyd.exceptions import TaskException
 from support import wait_until
 
 LEASE = ('--lease-timeout', '1.5')
@@ -67,6 +68,8 @@ def test_at_most_once_task_is_never_run_twice(app, start_daemon, how):
     letters = app.huey.dead_letters()
     assert [(letter.task_id, letter.task) for letter in letters] == [(result.id, 'slow_at_most_once')]
     assert 'at_most_once' in letters[0].reason
+    with pytest.raises(TaskException, match='will not run again'):  # its caller is told
+        result.get(blocking=True, timeout=15)
     wait_until(lambda: app.pending() == 0 and app.huey.storage.claimed_items() == {})
 
 

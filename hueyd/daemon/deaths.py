@@ -11,7 +11,10 @@ is loaded, before it takes any work:
   and its caller's ``get()`` raises TaskException (WorkerCrashed) naming the
   reason; below that it goes back to the end of the queue;
 * the rest of the dead pool's claims (claimed ahead, never started) go back to
-  the queue at once, uncounted, instead of waiting for the lease to run out.
+  the queue at once, uncounted, instead of waiting for the lease to run out;
+* an ``at_most_once`` task that was running is not in the claims (it was
+  acknowledged before it started) but in the dead letters: it is not run again,
+  and its caller's ``get()`` raises.
 
 A death the replacement cannot settle (the storage is away, or the scheduler
 already returned the claims after ``--lease-timeout``) leaves the claims to
@@ -36,6 +39,7 @@ def settle(huey, death, max_deliveries):
     """Count the crash of each task ``death`` names, then return the dead pool's other claims."""
     storage = huey.storage
     running = set(death.running)
+    found = set()
     for receipt, data in storage.worker_claims(death.worker):
         try:
             task = huey.deserialize_task(data)
@@ -43,6 +47,7 @@ def settle(huey, death, max_deliveries):
             continue  # goes back with the rest; the pool that claims it buries it
         if task.id not in running:
             continue
+        found.add(task.id)
         task.crashes += 1
         if task.crashes >= max_deliveries:
             reason = ('%s was running when its worker died %d time(s), the last by %s; '
@@ -58,3 +63,15 @@ def settle(huey, death, max_deliveries):
             storage.enqueue(huey.serialize_task(task), task.priority)
         storage.ack(death.worker, [receipt])
     storage.retire_worker(death.worker)
+    if running - found:
+        _end_at_most_once(huey, death, {'running.' + task_id for task_id in running - found})
+
+
+def _end_at_most_once(huey, death, keys):
+    """Tell the callers of the at_most_once tasks that died with the pool (see Pool)."""
+    for letter in huey.dead_letters():
+        if letter.id in keys:
+            task = huey.deserialize_task(letter.payload)
+            huey.give_up(task, WorkerCrashed(
+                '%s (at_most_once) was running when its worker died (%s); it will not run '
+                'again: see dead letter %s' % (task, death.how, letter.id)))

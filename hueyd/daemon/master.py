@@ -562,7 +562,7 @@ class Master:
     # --- systemd and pidfile --------------------------------------------------
     def status_text(self):
         pools = len(self.desired_slots()) - 1
-        per_pool = 1 if self.config.worker_type == 'process' else self.config.workers
+        per_pool = Pool.worker_count(self.config)
         return '%d pool(s) x %d %s worker(s), scheduler%s' % (
             pools, per_pool, self.config.worker_type,
             '' if not self.config.no_periodic else ' (no periodic tasks)')

@@ -31,7 +31,7 @@ from hueyd.daemon import deaths
 from hueyd.daemon.child import EXIT_BOOT_FAILED, Child
 from hueyd.daemon.inbox import FAST_TASK, Batch, Inbox, Message
 from hueyd.events import EVENT_ERROR_DEQUEUEING, EVENT_ERROR_INTERNAL
-from hueyd.exceptions import Interrupted
+from hueyd.exceptions import HueyException, Interrupted
 from hueyd.metrics import count_tasks
 from hueyd.nodes import PoolReporter
 
@@ -182,6 +182,9 @@ class Pool(Child):
             if receipt is None:  # at_most_once: it stays in the dead letters
                 logger.warning('%s (at_most_once) was interrupted after %.1fs; it will not run '
                                'again and is in the dead letters', task, time.monotonic() - started)
+                self.tell_caller(task, HueyException(
+                    '%s was interrupted by a fast stop; it is at_most_once, so it will not run '
+                    'again: see the dead letters' % task))
             else:
                 logger.warning('%s was interrupted after %.1fs and is back on the queue',
                                task, time.monotonic() - started)
@@ -344,6 +347,14 @@ class Pool(Child):
             self.release(receipt)
             return False
         return True
+
+    def tell_caller(self, task, exception):
+        """The task failed for good (see Huey.give_up), unless the storage is away now."""
+        try:
+            self.huey.give_up(task, exception)
+        except Exception as exc:
+            logger.error('could not store the error of %s for its caller (%s: %s)',
+                         task, type(exc).__name__, exc)
 
     def bury(self, receipt, data, reason):
         """A message that cannot run goes to the dead letters; the worker goes on."""
