@@ -283,9 +283,12 @@ def test_usr1_reopens_logfile(app, start_daemon):
     daemon.wait_until(lambda: _read(logfile), message='nothing logged to %s' % logfile)
     os.rename(logfile, logfile + '.1')
     daemon.send(signal.SIGUSR1)
+    pool = daemon.pool_pids()[0]
+    # The pool reopens from its heartbeat thread, a moment after the signal; it says so.
+    daemon.wait_until(lambda: 'pool %d: log files reopened' % pool in _read(logfile),
+                      message='SIGUSR1: the pool never reopened its log file')
     result = app.record('after-usr1')      # the pool logs "executing app.record: <id>"
     daemon.wait_until(lambda: app.recorded('after-usr1'))
-    daemon.wait_until(lambda: _read(logfile), message='SIGUSR1: no new file at %s' % logfile)
     daemon.wait_until(lambda: result.id in _read(logfile),
                       message='SIGUSR1: the pool still logs to the renamed file')
     assert sorted(proc.pid for proc, _ in daemon.descendants()) == children, \

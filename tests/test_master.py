@@ -5,7 +5,7 @@ master's and the pool's steps one at a time, to check the decisions that are
 hard to provoke from outside at the right moment: a boot failure told apart
 from a crash, crash-loop backoff, the deaths handed to a replacement pool, a
 preflight that hangs or is killed, an at-most-once task whose acknowledgement
-cannot be stored.
+cannot be stored, the settling of a death (which tasks count a crash).
 """
 import faulthandler
 import logging
@@ -18,11 +18,13 @@ import pytest
 
 from hueyd import SqliteHuey
 from hueyd.cli.config import load_config
+from hueyd.daemon import deaths
 from hueyd.daemon import master as master_module
 from hueyd.daemon.deaths import Death
 from hueyd.daemon.heartbeat import Heartbeat
 from hueyd.daemon.master import ChildRecord, Master, PendingPreflight
 from hueyd.daemon.pool import Pool, worker_id
+from hueyd.exceptions import TaskException
 from support import wait_until
 
 HANGING_APP = 'import time\ntime.sleep(60)  # an import that never finishes\n'
@@ -210,3 +212,30 @@ def test_an_at_most_once_task_is_not_started_while_its_record_cannot_be_stored(t
             lock.execute('ROLLBACK')
     assert ran == []
     assert huey.storage.queue_size() == 1 and huey.storage.claimed_items() == {}
+
+
+def test_a_death_counts_only_the_tasks_that_were_running_and_returns_the_rest_at_once(tmp_path):
+    huey = SqliteHuey('q', filename=str(tmp_path / 'huey.db'))
+
+    @huey.task()
+    def job(n):
+        return n
+
+    first, poison, third = job(1), job(2), job(3)
+
+    def crash(worker):
+        """``worker`` claims everything, starts the poison, and dies; a new pool settles it."""
+        huey.storage.claim(worker, 10)
+        deaths.settle(huey, Death(worker, (poison.id,), 'signal SIGSEGV'), max_deliveries=2)
+
+    crash('host:1')
+    crashes = {task.id: task.crashes for task in huey.pending()}
+    assert crashes == {first.id: 0, poison.id: 1, third.id: 0}  # claimed ahead: not counted
+    assert huey.storage.claimed_items() == {} and huey.dead_letters() == []
+
+    crash('host:2')
+    assert sorted(task.id for task in huey.pending()) == sorted([first.id, third.id])
+    (letter,) = huey.dead_letters()
+    assert letter.task_id == poison.id and 'died 2 time(s), the last by signal SIGSEGV' in letter.reason
+    with pytest.raises(TaskException, match='dead letter'):
+        poison.get()

@@ -147,7 +147,7 @@ class Child:
                     while _read_wakeups(self._reopen_r):
                         pass
                     logs.reopen()
-                    continue
+                    logger.info('%s %d: log files reopened', self.kind, os.getpid())
                 if os.getppid() != self.master_pid:
                     logger.error('master %d is gone; stopping now', self.master_pid)
                     os.kill(os.getpid(), signal.SIGTERM)

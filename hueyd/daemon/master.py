@@ -468,13 +468,11 @@ class Master:
 
     def adopt(self, config):
         """``config`` passed its preflight: run it."""
-        if not self.started:
-            self.config = config
-            logs.configure(config)
-            self.start()
-            return
         self.config = config
         logs.configure(config)
+        if not self.started:
+            self.start()
+            return
         self.roll(lambda record: True)
         self.notifier.ready(self.status_text())
         logger.info('reloaded: %s', self.status_text())
