@@ -111,7 +111,12 @@ class Pool(Child):
 
     def settle_deaths(self):
         """Count the crashes of the tasks that killed the pools before this one (hueyd.daemon.deaths)."""
-        if not self.claims:
+        if not self.claims or not self.deaths:
+            return
+        if not self.huey.storage.supports('worker_claims'):
+            logger.warning('%s cannot list a worker\'s claims (worker_claims): the crashes of '
+                           'tasks that killed a pool are not counted, so such a task runs again '
+                           'and again', type(self.huey.storage).__name__)
             return
         for death in self.deaths:
             deadline = time.monotonic() + SETTLE_PATIENCE

@@ -235,6 +235,8 @@ class BaseStorage:
         """``[(receipt, data), ...]`` that ``worker`` holds, oldest claim first.
 
         Read when a worker died: its running tasks are counted and the rest go back.
+        Optional: without it the daemon cannot count the crashes of tasks that
+        kill their worker (see hueyd.daemon.deaths).
         """
         raise NotImplementedError
 
