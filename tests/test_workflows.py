@@ -5,14 +5,17 @@ In-process tests drive ``dequeue()``/``execute()`` from several worker threads
 (``Workers``); the daemon tests run the real ``hueyd`` on the app in
 tests/workflow_app.py.
 """
+import collections
 import datetime
+import itertools
 import json
 import threading
 import time
 
 import pytest
 
-from daemon_harness import start_daemon, stop_gracefully  # noqa: F401
+from daemon_harness import (START_TIMEOUT, TASK_TIMEOUT, start_daemon,  # noqa: F401
+                            stop_gracefully)
 from drain import BackgroundWorker, drain, run_due
 from hueyd.constants import EmptyData
 from hueyd import (ChordResult, PriorityRedisHuey, RateLimitExceeded, ResultGroup,
@@ -548,22 +551,80 @@ def test_rate_limit_without_retry_and_no_retries_fails(huey):
         refused.get()
 
 
+def limited_attempts(app, per):
+    """Every run of workflow_app's ``limited``: {tag: [(outcome, windows)]} in the order
+    they started, outcome 'ran' or 'refused', windows the window numbers (as RateLimit
+    numbers them: ``int(time // per)``) its clock reading can have fallen in. The task
+    writes the time just before entering the limit, the line its own time just after."""
+    attempts = {}
+    runs = sorted(app.records('ran') + app.records('refused'), key=lambda r: float(r[4]))
+    for outcome, tag, _, after, before in runs:
+        windows = range(int(float(before) // per), int(after // per) + 1)
+        attempts.setdefault(tag, []).append((outcome, windows))
+    return attempts
+
+
+def fitting_windows(attempts, limit):
+    """A window for every attempt under which the limit held: at most ``limit`` ran in a
+    window, one was refused only where ``limit`` ran, and a refused task ran again only in
+    a later window. {(tag, nth attempt): window}, or None if no choice fits.
+
+    Nearly every attempt has one window; one whose two clock readings straddle a window
+    boundary (a slow machine) has two, and each is tried."""
+    keys = [(tag, n) for tag, runs in attempts.items() for n in range(len(runs))]
+    outcome = {(tag, n): attempts[tag][n][0] for tag, n in keys}
+    for chosen in itertools.product(*(attempts[tag][n][1] for tag, n in keys)):
+        window = dict(zip(keys, chosen))
+        ran = collections.Counter(window[k] for k in keys if outcome[k] == 'ran')
+        refused = {window[k] for k in keys if outcome[k] == 'refused'}
+        if (all(count <= limit for count in ran.values())
+                and all(ran[w] == limit for w in refused)
+                and all(window[tag, n + 1] > window[tag, n] for tag, n in keys
+                        if (tag, n + 1) in window)):
+            return window
+    return None
+
+
 def test_rate_limit_under_the_daemon(workflow_app, start_daemon):  # noqa: F811
-    """2 per 1 s window across the workers: the rest are retried in later windows."""
+    """2 per 1 s window across the workers: the rest are retried in later windows.
+
+    Checked on the window each attempt counted in, from the clock readings the task
+    wrote around the limit's own, so a slow machine changes which windows the attempts
+    fall in, not whether the checks hold.
+    """
+    limit, per = 2, 1
     app = workflow_app('redis')
-    for i in range(5):
-        app.limited('t%d' % i)
-    # All waiting when the workers start: their first claims fall in one window.
+    tags = []
+
+    def enqueue_five():
+        new = ['t%d' % n for n in range(len(tags), len(tags) + 5)]
+        app.huey.enqueue_many(app.limited.s(tag, limit, per) for tag in new)
+        tags.extend(new)
+
+    # All waiting when the workers start: the 3 workers take them at once.
+    enqueue_five()
     daemon = start_daemon(app, '-k', 'thread', '-w', '3')
-    daemon.wait_until(lambda: len(app.records('ran')) == 5, timeout=15)
-    per_window = {}
-    for _, tag, _, when, _ in app.records('ran'):
-        per_window.setdefault(int(when // 1), []).append(tag)
-    assert all(len(tags) <= 2 for tags in per_window.values()), per_window
-    assert len(per_window) >= 3
-    assert sorted(tag for tags in per_window.values() for tag in tags) == [
-        't0', 't1', 't2', 't3', 't4']
-    assert app.records(SIGNAL_RATE_LIMITED)
+    timeout, deadline = START_TIMEOUT + TASK_TIMEOUT, time.monotonic() + 60
+    while True:
+        daemon.wait_until(lambda: len(app.records('ran')) >= len(tags), timeout=timeout)
+        if app.records('refused') or time.monotonic() > deadline:
+            break
+        # Nothing refused yet: the attempts were spread out enough (a slow machine) that
+        # no window had more than 2. Five more at once, until the limit has had to refuse.
+        enqueue_five()
+        timeout = TASK_TIMEOUT
+    attempts = limited_attempts(app, per)
+    assert app.records('refused'), 'no window ever had more than %d attempts: %s' % (
+        limit, attempts)
+    # Each task was refused 0 or more times, then ran once; every refusal was signalled.
+    assert sorted(attempts) == sorted(tags), attempts
+    assert all([outcome for outcome, _ in runs] == ['refused'] * (len(runs) - 1) + ['ran']
+               for runs in attempts.values()), attempts
+    signalled = collections.Counter(tag for _, tag, *_ in app.records(SIGNAL_RATE_LIMITED))
+    assert signalled == collections.Counter(tag for _, tag, *_ in app.records('refused'))
+    assert fitting_windows(attempts, limit) is not None, (
+        'more than %d ran in a window, or one was refused in a window with room, or was '
+        'retried in the same window: %s' % (limit, attempts))
     stop_gracefully(daemon)
 
 

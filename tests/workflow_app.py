@@ -18,7 +18,7 @@ import os
 import time
 
 from hueyd import Huey, PriorityRedisHuey
-from hueyd.exceptions import CancelExecution
+from hueyd.exceptions import CancelExecution, RateLimitExceeded
 from hueyd.result import Error, Skipped
 from hueyd.signals import SIGNAL_LOCKED, SIGNAL_RATE_LIMITED, SIGNAL_TIMEOUT
 
@@ -104,9 +104,16 @@ def exclusive(tag, seconds):
 
 
 @huey.task()
-def limited(tag):
-    with huey.rate_limit('api', 2, 1):
-        write('ran', tag)
+def limited(tag, limit, per):
+    # RateLimit reads the clock once, between ``before`` and the time of the line
+    # written: the window this attempt counted in is known to lie between the two.
+    before = time.time()
+    try:
+        with huey.rate_limit('api', limit, per):
+            write('ran', tag, repr(before))
+    except RateLimitExceeded:
+        write('refused', tag, repr(before))
+        raise
 '''
 
 
