@@ -27,8 +27,8 @@ import socket
 import threading
 import time
 
-from hueyd.daemon import deaths
 from hueyd.daemon.child import EXIT_BOOT_FAILED, Child
+from hueyd.daemon.deaths import settle
 from hueyd.daemon.inbox import FAST_TASK, Batch, Inbox, Message
 from hueyd.events import EVENT_ERROR_DEQUEUEING, EVENT_ERROR_INTERNAL
 from hueyd.exceptions import HueyException, Interrupted
@@ -122,7 +122,7 @@ class Pool(Child):
             deadline = time.monotonic() + SETTLE_PATIENCE
             while True:
                 try:
-                    deaths.settle(self.huey, death, self.config.max_deliveries)
+                    settle(self.huey, death, self.config.max_deliveries)
                     break
                 except self.huey.storage.transient_errors as exc:
                     if time.monotonic() > deadline:
