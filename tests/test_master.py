@@ -1,17 +1,19 @@
-"""The master and a pool in this process, with real forked children and a real SQLite file.
+"""The master, a pool and the scheduler in this process, with real forked children and a real SQLite file.
 
 The daemon tests drive ``python -m hueyd`` from outside; these call the
 master's and the pool's steps one at a time, to check the decisions that are
 hard to provoke from outside at the right moment: a boot failure told apart
 from a crash, crash-loop backoff, the deaths handed to a replacement pool, a
 preflight that hangs or is killed, an at-most-once task whose acknowledgement
-cannot be stored, the settling of a death (which tasks count a crash).
+cannot be stored, the settling of a death (which tasks count a crash), a
+scheduler whose storage is locked for a while.
 """
 import faulthandler
 import logging
 import os
 import signal
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -24,6 +26,7 @@ from hueyd.daemon.deaths import Death
 from hueyd.daemon.heartbeat import Heartbeat
 from hueyd.daemon.master import ChildRecord, Master, PendingPreflight
 from hueyd.daemon.pool import Pool, worker_id
+from hueyd.daemon.scheduler import Scheduler
 from hueyd.exceptions import TaskException
 from support import wait_until
 
@@ -239,3 +242,36 @@ def test_a_death_counts_only_the_tasks_that_were_running_and_returns_the_rest_at
     assert letter.task_id == poison.id and 'died 2 time(s), the last by signal SIGSEGV' in letter.reason
     with pytest.raises(TaskException, match='dead letter'):
         poison.get()
+
+
+# -- the scheduler ----------------------------------------------------------------------
+
+def test_the_scheduler_rides_out_a_locked_database_and_then_moves_due_tasks(tmp_path, caplog):
+    huey = SqliteHuey('q', filename=str(tmp_path / 'huey.db'), timeout=0.05)
+
+    @huey.task()
+    def later():
+        return 1
+
+    later.schedule(delay=0.2)
+    scheduler = Scheduler(load_config(['app.huey', '-n', '-d', '0.05'], {}), Heartbeat(),
+                          os.getpid(), app=huey)
+    scheduler.huey = huey
+    scheduler.open_wakeups()
+    lock = sqlite3.connect(tmp_path / 'huey.db', isolation_level=None)
+    lock.execute('BEGIN IMMEDIATE')  # another process holds the file past the busy timeout
+    thread = threading.Thread(target=scheduler.loop)
+    with caplog.at_level(logging.INFO, logger='hueyd.daemon'):
+        thread.start()
+        try:
+            wait_until(lambda: 'scheduler cannot reach the storage' in caplog.text, timeout=10)
+            lock.execute('ROLLBACK')
+            wait_until(lambda: huey.pending_count() == 1, timeout=10,
+                       message='the due task never reached the queue')
+            wait_until(lambda: 'scheduler reaches the storage again' in caplog.text, timeout=10)
+        finally:
+            if lock.in_transaction:
+                lock.execute('ROLLBACK')
+            scheduler.request_stop()
+            thread.join(10)
+    assert not thread.is_alive()

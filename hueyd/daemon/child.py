@@ -59,10 +59,7 @@ class Child:
     def run(self):
         code = 1
         try:
-            self._wake_r, self._wake_w = os.pipe()
-            self._reopen_r, self._reopen_w = os.pipe()
-            for fd in (self._wake_w, self._reopen_w, self._reopen_r):
-                os.set_blocking(fd, False)
+            self.open_wakeups()
             for signum in MASTER_ONLY_SIGNALS:
                 signal.signal(signum, signal.SIG_IGN)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -86,6 +83,16 @@ class Child:
 
     def main(self):
         raise NotImplementedError
+
+    def open_wakeups(self):
+        """The pipes that wake the main thread (stop) and the heartbeat thread (SIGUSR1).
+
+        Opened in the child, not in __init__, which runs in the master: it would keep
+        a copy of every child's pipes."""
+        self._wake_r, self._wake_w = os.pipe()
+        self._reopen_r, self._reopen_w = os.pipe()
+        for fd in (self._wake_w, self._reopen_w, self._reopen_r):
+            os.set_blocking(fd, False)
 
     def on_sigusr1(self, signum, frame):
         # Reopening here could close the log file under a write the signal
