@@ -83,9 +83,7 @@ class Huey:
         self._locks = set()
         self._tasks_in_flight = set()
         self._in_flight_lock = threading.Lock()
-        # Ids of tasks a stopping worker is handing back to the queue itself: an
-        # enqueue() of them (the old advice for SIGNAL_INTERRUPTED handlers) is a no-op.
-        self._releasing = set()
+        self._releasing = set()  # see handing_back()
         self.storage = self.create_storage(storage_class or self.storage_class, url, storage_kwargs)
         self._saved_storage = None
         self._immediate = False
@@ -153,6 +151,16 @@ class Huey:
     @property
     def registered_tasks(self):
         return self._registry.names
+
+    @property
+    def periodic_tasks(self):
+        """The names of the registered periodic tasks, sorted."""
+        return sorted(task.name for task in self._registry.periodic_tasks)
+
+    @property
+    def lock_names(self):
+        """The names of the locks declared with ``lock_task()``, sorted."""
+        return sorted(self._locks)
 
     # --- hooks and signals ----------------------------------------------------
     def pre_execute(self, name=None):
@@ -526,6 +534,12 @@ class Huey:
             'retry_delay': task.retry_delay,
             'traceback': ''.join(traceback.format_exception(exception)),
         }
+
+    def handing_back(self, tasks):
+        """A stopping worker returns ``tasks`` to the queue through their claims: from now
+        on an ``enqueue()`` of one of them (huey's old advice for SIGNAL_INTERRUPTED
+        handlers) is a no-op, so none is queued twice."""
+        self._releasing.update(task.id for task in tasks)
 
     def notify_interrupted_tasks(self):
         """Emit SIGNAL_INTERRUPTED for every task running now; returns those tasks."""

@@ -601,3 +601,23 @@ def test_user_storage_subclass_works():
     assert result.get() == 2
     with huey.lock_task('x'):
         assert huey.is_locked('x')
+
+
+def test_periodic_task_and_lock_names_are_listed():
+    huey = MemoryHuey('names')
+
+    @huey.periodic_task(crontab(minute='0'))
+    def nightly():
+        pass
+
+    @huey.periodic_task(crontab(minute='*/5'))
+    def often():
+        pass
+
+    @huey.task()
+    @huey.lock_task('reports')
+    def report():
+        pass
+
+    assert huey.periodic_tasks == ['nightly', 'often']
+    assert huey.lock_names == ['reports']

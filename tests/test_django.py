@@ -67,7 +67,7 @@ def test_run_hueyd_runs_the_projects_tasks_in_the_daemon(project_dir):
         assert 'pool 1/1 ready: 3 thread worker(s)' in text, text
         for name in ('shop.tasks.add', 'shop.tasks.create_order', 'shop.tasks.confirm'):
             assert name in text  # autodiscovered: the daemon imported shop/tasks.py
-        assert 'periodic tasks: nightly_cleanup, every_five_minutes' in text
+        assert 'periodic tasks: every_five_minutes, nightly_cleanup' in text
         stop_gracefully(daemon)
     finally:
         daemon.stop()

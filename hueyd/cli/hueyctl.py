@@ -308,7 +308,7 @@ def cmd_flush(args, app_path, huey):
                    'kept in the same store)?' % (huey.result_count(), where)
         action, done = storage.flush_results, 'results, revocations and locks deleted'
     else:
-        names = sorted(huey._locks.union(args.names))
+        names = sorted(set(huey.lock_names).union(args.names))
         if not names:
             raise Failure('%s declares no lock (lock_task); name the locks to release: '
                           'hueyctl flush locks NAME ...' % app_path, EX_USAGE)

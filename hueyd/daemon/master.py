@@ -101,9 +101,8 @@ class Preflight(Child):
         if self.announce:
             logger.info('%r uses %s; registered tasks: %s', self.config.app,
                         type(huey.storage).__name__, ', '.join(huey.registered_tasks) or 'none')
-            periodic = [task.name for task in huey._registry.periodic_tasks]
-            if periodic:
-                logger.info('periodic tasks: %s', ', '.join(periodic))
+            if huey.periodic_tasks:
+                logger.info('periodic tasks: %s', ', '.join(huey.periodic_tasks))
         if self.config.flush_locks or self.config.extra_locks:
             flushed = huey.flush_locks(*self.config.extra_locks)
             logger.info('flushed locks: %s', ', '.join(sorted(flushed)) or 'none held')

@@ -146,7 +146,7 @@ class Pool(Child):
         if self.in_main_thread and self.current:
             # The task goes back through its claim; an enqueue() of it by a
             # SIGNAL_INTERRUPTED handler must not put it there twice.
-            self.huey._releasing.update(task.id for task, *_ in self.current.values())
+            self.huey.handing_back([task for task, *_ in self.current.values()])
             raise Interrupted()
 
     def run_in_main_thread(self):
@@ -171,7 +171,7 @@ class Pool(Child):
             for thread in threads.values():
                 thread.join(0.1)
         if self.fast:
-            self.huey._releasing.update(task.id for task, *_ in list(self.current.values()))
+            self.huey.handing_back([task for task, *_ in list(self.current.values())])
             self.huey.notify_interrupted_tasks()
         self.hand_back()
 
