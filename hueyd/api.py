@@ -743,7 +743,7 @@ class Huey:
         """Release the named locks and every lock declared with lock_task(); returns those released."""
         flushed = set()
         for name in self._locks.union(names):
-            if self.storage.delete_data(TaskLock(self, name)._key):
+            if self.storage.delete_data(TaskLock(self, name).key):
                 flushed.add(name)
         return flushed
 
@@ -826,7 +826,7 @@ class Huey:
         if events is None:
             events = storage.supports_events and storage.events_by_default
         elif events and not storage.supports_events:
-            raise storage._events_unsupported()
+            raise storage.events_unsupported_error()
         self.events = bool(events)
         storage.events_enabled = self.events
         self._emitter = None

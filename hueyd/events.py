@@ -116,10 +116,10 @@ class EventEmitter:
         self._local = threading.local()
 
     def connect(self):
-        self.huey._signal.connect(self.on_signal, *SIGNAL_EVENTS)
+        self.huey.signal(*SIGNAL_EVENTS)(self.on_signal)
 
     def disconnect(self):
-        self.huey._signal.disconnect(self.on_signal)
+        self.huey.disconnect_signal(self.on_signal)
 
     # --- building events ------------------------------------------------------
     def build(self, status, task=None, exception=None, **extra):

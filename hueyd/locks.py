@@ -30,17 +30,17 @@ class TaskLock(_Guard):
         self.huey = huey
         self.name = name
         self.ttl = ttl
-        self._key = '%s.lock.%s' % (huey.name, name)
+        self.key = '%s.lock.%s' % (huey.name, name)
 
     def is_locked(self):
-        return self.huey.storage.has_data_for_key(self._key)
+        return self.huey.storage.has_data_for_key(self.key)
 
     def acquire(self):
-        if not self.huey.storage.put_if_empty(self._key, b'1', self.ttl):
+        if not self.huey.storage.put_if_empty(self.key, b'1', self.ttl):
             raise TaskLockedException('unable to take lock %r: another task holds it' % self.name)
 
     def release(self):
-        self.huey.storage.delete_data(self._key)
+        self.huey.storage.delete_data(self.key)
 
     clear = release
 

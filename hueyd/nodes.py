@@ -127,14 +127,14 @@ class PoolReporter(Reporter):
         while len(samples) > 2 and mono - samples[1][0] >= RATE_WINDOW:
             samples.popleft()
         base_time, base_done = samples[0]
-        running = dict(pool.current)  # a copy: workers change it meanwhile
+        running = pool.snapshot()
         workers = []
         for number in range(pool.workers):
             entry = running.get(number)
             if entry is None:
                 workers.append({'worker': number, 'state': 'idle'})
             else:
-                task, started = entry[0], entry[1]
+                task, started = entry
                 workers.append({'worker': number, 'state': 'busy', 'task': task.name,
                                 'id': task.id, 'since': now - (mono - started)})
         return {

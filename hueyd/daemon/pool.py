@@ -413,6 +413,11 @@ class Pool(Child):
             self.workers_stop.wait(delay)
         return min(delay * self.config.backoff, self.config.max_delay)
 
+    def snapshot(self):
+        """``{worker number: (task, monotonic start)}`` of the tasks running now: a copy,
+        since the workers change ``current`` meanwhile."""
+        return {number: entry[:2] for number, entry in list(self.current.items())}
+
     # --- upkeep, from the heartbeat thread ------------------------------------
     def on_beat(self):
         self.title(self.describe())

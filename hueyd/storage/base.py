@@ -279,17 +279,18 @@ class BaseStorage:
 
     def publish_events(self, events):
         """Publish ``events`` (a list of bytes), in order, in one round trip."""
-        raise self._events_unsupported()
+        raise self.events_unsupported_error()
 
     def listener(self):
         """A ``hueyd.events.EventListener`` for the events published from now on."""
-        raise self._events_unsupported()
+        raise self.events_unsupported_error()
 
     def __iter__(self):
         """``for event in storage:`` every event published from now on, decoded, forever."""
         return iter(self.listener())
 
-    def _events_unsupported(self):
+    def events_unsupported_error(self):
+        """The ConfigurationError to raise when events are asked of a storage that has none."""
         from hueyd.exceptions import ConfigurationError
         return ConfigurationError(
             '%s cannot carry consumer events: use RedisStorage (publish/subscribe), '
