@@ -54,8 +54,9 @@ def settle(huey, death, max_deliveries):
                       'hueyd stops at --max-deliveries %d' % (task, task.crashes, death.how,
                                                               max_deliveries))
             letter = huey.add_dead_letter(data, reason, task)
-            huey.give_up(task, WorkerCrashed('%s; the message is dead letter %s: fix the '
-                                             'task, then requeue it with hueyctl' % (reason, letter)))
+            huey.give_up(task, WorkerCrashed(
+                '%s; the message is dead letter %s: fix the task, then run it again with '
+                '"hueyctl dead-letters requeue %s"' % (reason, letter, letter)))
         else:
             logger.warning('%s was running when its worker died (%s); running it again '
                            '(crash %d of at most %d)', task, death.how, task.crashes,
