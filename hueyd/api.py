@@ -684,10 +684,7 @@ class Huey:
     # --- dead letters ----------------------------------------------------------
     def add_dead_letter(self, payload, reason, task=None, key=None):
         """Keep a message that cannot run, with why; returns its id."""
-        letter = DeadLetter.create(payload, reason, task, key)
-        self.storage.add_dead_letter(letter.id, letter.encode())
-        logger.error('dead letter %s: %s', letter.id, reason)
-        return letter.id
+        return self._keep_dead_letter(DeadLetter.create(payload, reason, task, key))
 
     def bury(self, payload, reason):
         """Move a message that cannot run to the dead letters and tell its caller.
@@ -701,13 +698,17 @@ class Huey:
             task_id, name = message.id, message.name
         except Exception:
             task_id = name = None
-        letter = dataclasses.replace(DeadLetter.create(payload, reason), task=name, task_id=task_id)
-        self.storage.add_dead_letter(letter.id, letter.encode())
-        logger.error('dead letter %s: %s', letter.id, reason)
+        letter_id = self._keep_dead_letter(
+            dataclasses.replace(DeadLetter.create(payload, reason), task=name, task_id=task_id))
         if task_id is not None and self.results:
             self.put_result(task_id, Error({
-                'error': '%s (dead letter %s)' % (reason, letter.id), 'task': name,
+                'error': '%s (dead letter %s)' % (reason, letter_id), 'task': name,
                 'task_id': task_id, 'retries': 0, 'retry_delay': 0, 'traceback': None}))
+        return letter_id
+
+    def _keep_dead_letter(self, letter):
+        self.storage.add_dead_letter(letter.id, letter.encode())
+        logger.error('dead letter %s: %s', letter.id, letter.reason)
         return letter.id
 
     def dead_letters(self):

@@ -68,7 +68,6 @@ class Child:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, signal.SIG_DFL)  # until main() installs its own
             signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
-            logs.enable_tracebacks()  # a crash or the master's SIGABRT leaves every stack in the log
             # The master alone talks to systemd.
             Notifier.scrub_child_environ(os.environ)
             die_with_parent(self.master_pid)

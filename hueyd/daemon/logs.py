@@ -59,7 +59,8 @@ def reopen():
 
 def enable_tracebacks():
     """On SIGSEGV, SIGABRT (the master's word to a hung child) and the like, write
-    every thread's stack to the log before the process dies."""
+    every thread's stack to the log before the process dies. Set up in the master;
+    the children inherit it across fork()."""
     stream = getattr(_handler, 'stream', None) or sys.stderr
     try:
         faulthandler.enable(file=stream, all_threads=True)

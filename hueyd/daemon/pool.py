@@ -119,21 +119,13 @@ class Pool(Child):
                            'and again', type(self.huey.storage).__name__)
             return
         for death in self.deaths:
-            deadline = time.monotonic() + SETTLE_PATIENCE
-            while True:
-                try:
-                    settle(self.huey, death, self.config.max_deliveries)
-                    break
-                except self.huey.storage.transient_errors as exc:
-                    if time.monotonic() > deadline:
-                        logger.error('could not count the crash of %s (%s); its tasks come '
-                                     'back after --lease-timeout, uncounted', death.worker, exc)
-                        break
-                    time.sleep(0.5)
-                except Exception:
-                    logger.exception('could not count the crash of %s; its tasks come back '
-                                     'after --lease-timeout, uncounted', death.worker)
-                    break
+            what = ('count the crash of %s (else its tasks come back after --lease-timeout, '
+                    'uncounted)' % death.worker)
+            try:
+                self.patiently(what, settle, self.huey, death, self.config.max_deliveries,
+                               patience=SETTLE_PATIENCE)
+            except Exception:
+                logger.exception('could not %s', what)
 
     def stop(self, reason):
         if not self.stopping:
@@ -388,19 +380,21 @@ class Pool(Child):
         if receipt is not None:
             self.patiently('acknowledge a task', self.huey.storage.ack, self.worker_id, [receipt])
 
-    def patiently(self, what, operation, *args):
+    def patiently(self, what, operation, *args, patience=None):
         """Run a storage operation that must not be lost, retrying while the storage is away.
 
-        Gives up only when the pool is stopping fast: its lease then runs out and
-        recovery takes over (at worst a task runs twice, never zero times).
+        Gives up (returning None) only when the pool is stopping fast, or after
+        ``patience`` seconds if given: its lease then runs out and recovery takes
+        over (at worst a task runs twice, never zero times).
         """
+        deadline = None if patience is None else time.monotonic() + patience
         delay = 0.1
         while True:
             try:
                 return operation(*args)
             except self.huey.storage.transient_errors as exc:
-                if self.fast:
-                    logger.error('could not %s before stopping (%s)', what, exc)
+                if self.fast or (deadline is not None and time.monotonic() > deadline):
+                    logger.error('could not %s (%s); giving up', what, exc)
                     return None
                 logger.warning('could not %s (%s); retrying', what, exc)
                 time.sleep(delay)
