@@ -1,54 +1,31 @@
-"""``Huey``: the object an application creates to declare, enqueue and run tasks."""
-import dataclasses
+"""``Huey``: the object an application creates to declare, enqueue and run tasks.
+
+``Huey`` is the façade huey users know. Its methods are short and hand the work
+to parts with one job each: ``Executor`` runs a task, ``Chords`` runs groups
+and chords, ``Revocations`` revokes, ``DeadLetters`` keeps what cannot run,
+``EventEmitter`` publishes events, and the storage keeps everything.
+"""
 import logging
-import threading
-import time
-import traceback
-import uuid
-from collections import OrderedDict
 
 from hueyd import signals as S
+from hueyd.chords import Chords
 from hueyd.constants import EmptyData
-from hueyd.deadletter import DeadLetter
-from hueyd.events import (EVENT_ERROR_ENQUEUEING, EVENT_ERROR_SCHEDULING, FAILURE_ATTR,
-                          STORING_RESULT_ATTR, EventEmitter)
-from hueyd.exceptions import (CancelExecution, ConfigurationError, HueyException,
-                              RateLimitExceeded, RetryTask, TaskLockedException, TaskTimeout)
+from hueyd.deadletter import DeadLetters
+from hueyd.events import EventEmitter
+from hueyd.exceptions import ConfigurationError
+from hueyd.executor import Executor, error_result
+from hueyd.hooks import Hooks
 from hueyd.locks import RateLimit, TaskLock
 from hueyd.registry import Registry
-from hueyd.result import ChordResult, Error, Result, ResultGroup, Skipped
+from hueyd.result import Result, ResultGroup
+from hueyd.revocations import Revocations
 from hueyd.serializer import Serializer
 from hueyd.storage import (MemoryStorage, PriorityRedisStorage, RedisStorage,
                            SqliteStorage, storage_from_url)
 from hueyd.task import PeriodicTask, Task, TaskWrapper, chord, group
-from hueyd.timeouts import timeout_context
-from hueyd.times import from_timestamp, normalize_time, now, to_naive, to_timestamp
+from hueyd.times import from_timestamp, now, to_timestamp
 
 logger = logging.getLogger('hueyd')
-
-# Failures that ask for another attempt rather than report an error.
-_RETRY_REQUESTS = (RetryTask, RateLimitExceeded, CancelExecution)
-# Which signal reports which failure; anything else is SIGNAL_ERROR.
-_FAILURE_SIGNALS = (
-    (TaskTimeout, S.SIGNAL_TIMEOUT),
-    (RateLimitExceeded, S.SIGNAL_RATE_LIMITED),
-    (TaskLockedException, S.SIGNAL_LOCKED),
-    (CancelExecution, S.SIGNAL_CANCELED),
-)
-
-
-class _Hooks(OrderedDict):
-    """Named callbacks run in registration order; a decorator registers one."""
-
-    def register(self, name=None):
-        def decorator(fn):
-            self[name or fn.__name__] = fn
-            return fn
-        return decorator
-
-    def unregister(self, name):
-        """Remove the hook registered as ``name`` (or the function itself); True if there was one."""
-        return self.pop(getattr(name, '__name__', name), None) is not None
 
 
 class Huey:
@@ -74,20 +51,22 @@ class Huey:
         self.utc = utc
         self.serializer = serializer or Serializer(compression=compression, use_zlib=use_zlib)
         self.immediate_use_memory = immediate_use_memory
-        self._registry = Registry()
-        self._signal = S.Signal()
-        self._pre_execute = _Hooks()
-        self._post_execute = _Hooks()
-        self._startup = _Hooks()
-        self._shutdown = _Hooks()
+        self.registry = Registry()
+        self._signals = S.Signal()
+        self._pre_execute = Hooks('pre-execute')
+        self._post_execute = Hooks('post-execute')
+        self._startup = Hooks('startup')
+        self._shutdown = Hooks('shutdown')
         self._locks = set()
-        self._tasks_in_flight = set()
-        self._in_flight_lock = threading.Lock()
         self._releasing = set()  # see handing_back()
         self.storage = self.create_storage(storage_class or self.storage_class, url, storage_kwargs)
+        self.executor = Executor(self, self._signals, self._pre_execute, self._post_execute)
+        self.chords = Chords(self)
+        self.revocations = Revocations(self)
+        self.dead_letter_store = DeadLetters(self)
         self._saved_storage = None
         self._immediate = False
-        self._setup_events(events)
+        self._emitter = self._events_emitter(events)
         self.immediate = immediate
 
     def create_storage(self, storage_class, url, storage_kwargs):
@@ -150,12 +129,12 @@ class Huey:
 
     @property
     def registered_tasks(self):
-        return self._registry.names
+        return self.registry.names
 
     @property
     def periodic_tasks(self):
         """The names of the registered periodic tasks, sorted."""
-        return sorted(task.name for task in self._registry.periodic_tasks)
+        return sorted(task.name for task in self.registry.periodic_tasks)
 
     @property
     def lock_names(self):
@@ -192,40 +171,41 @@ class Huey:
         return self._shutdown.unregister(name)
 
     def run_startup_hooks(self):
-        self._run_hooks(self._startup, 'startup')
+        self._startup.run()
 
     def run_shutdown_hooks(self):
-        self._run_hooks(self._shutdown, 'shutdown')
-
-    def _run_hooks(self, hooks, kind, *args):
-        for name, fn in list(hooks.items()):
-            try:
-                fn(*args)
-            except Exception:
-                logger.exception('%s hook %r failed', kind, name)
+        self._shutdown.run()
 
     def signal(self, *signals):
         """Decorator: register ``fn(signal, task, *args)`` for these signals (all if none)."""
         def decorator(fn):
-            self._signal.connect(fn, *signals)
+            self._signals.connect(fn, *signals)
+            return fn
+        return decorator
+
+    def observe(self, *signals):
+        """Decorator: register ``fn(signal, task, outcome)`` for these signals (all if
+        none); the ``hueyd.signals.Outcome`` holds the exception behind a failure and
+        how long the task ran. For reports (events, metrics) that need them."""
+        def decorator(fn):
+            self._signals.connect(fn, *signals, observer=True)
             return fn
         return decorator
 
     def disconnect_signal(self, receiver, *signals):
-        self._signal.disconnect(receiver, *signals)
-
-    def _emit(self, signal, task, *args, **kwargs):
-        self._signal.send(signal, task, *args, **kwargs)
+        self._signals.disconnect(receiver, *signals)
 
     # --- messages -------------------------------------------------------------
     def serialize_task(self, task):
-        return self.serializer.serialize(self._registry.create_message(task))
+        return self.serializer.serialize(self.registry.create_message(task))
 
     def deserialize_task(self, data):
         """Bytes from the queue -> Task. Raises SignatureError, TaskNotFound or a decode error."""
-        return self._registry.create_task(self.serializer.deserialize(data))
+        return self.registry.create_task(self.serializer.deserialize(data))
 
-    def _result_handle(self, task):
+    def result_handle(self, task):
+        """What enqueueing ``task`` returns: its Result (a ResultGroup for a pipeline),
+        or None when results are off."""
         if not self.results:
             return None
         if task.on_complete is None:
@@ -243,17 +223,17 @@ class Huey:
         ResultGroup of its members, a ``chord`` a ChordResult.
         """
         if isinstance(task, (group, chord)):
-            return self._enqueue_workflow(task)
+            return self.chords.enqueue(task)
         task.resolve_expires(self.utc)
         if task.id in self._releasing:
             logger.info('%s is already going back on the queue; not enqueued twice', task)
         elif self._immediate:
-            self._emit(S.SIGNAL_ENQUEUED, task)
+            self._signals.send(S.SIGNAL_ENQUEUED, task)
             self.execute(task)
         else:
             self.storage.enqueue(self.serialize_task(task), task.priority)
-            self._emit(S.SIGNAL_ENQUEUED, task)
-        return self._result_handle(task)
+            self._signals.send(S.SIGNAL_ENQUEUED, task)
+        return self.result_handle(task)
 
     def enqueue_many(self, tasks):
         """Enqueue several tasks in one storage round trip; returns a ResultGroup."""
@@ -265,8 +245,8 @@ class Huey:
                 task.resolve_expires(self.utc)
             self.storage.enqueue_many([(self.serialize_task(t), t.priority) for t in tasks])
             for task in tasks:
-                self._emit(S.SIGNAL_ENQUEUED, task)
-            handles = [self._result_handle(task) for task in tasks]
+                self._signals.send(S.SIGNAL_ENQUEUED, task)
+            handles = [self.result_handle(task) for task in tasks]
         return ResultGroup(handles) if self.results else None
 
     def dequeue(self):
@@ -303,11 +283,12 @@ class Huey:
                                              revoke_on_timeout, preserve)
 
     # --- running tasks --------------------------------------------------------
-    def _now(self):
+    def now(self):
+        """The current time as this Huey counts it (naive; UTC when ``utc``)."""
         return now(self.utc)
 
     def ready_to_run(self, task, timestamp=None):
-        return task.eta is None or task.eta <= (timestamp or self._now())
+        return task.eta is None or task.eta <= (timestamp or self.now())
 
     def execute(self, task, timestamp=None, revocations=None, interrupt=KeyboardInterrupt):
         """Run one dequeued task here: schedule it if early, skip it if revoked or expired.
@@ -322,135 +303,9 @@ class Huey:
         With events on, the events of the whole call are published together at its end.
         """
         if self._emitter is None:
-            return self._execute(task, timestamp, revocations, interrupt)
-        self._emitter.begin()
-        try:
-            return self._execute(task, timestamp, revocations, interrupt)
-        finally:
-            self._emitter.end()
-
-    def _execute(self, task, timestamp, revocations, interrupt):
-        timestamp = timestamp or self._now()
-        if not self.ready_to_run(task, timestamp):
-            self.add_schedule(task)
-        elif self.is_revoked(task, timestamp, peek=False, snapshot=revocations):
-            logger.warning('%s was revoked, not running it', task)
-            self._emit(S.SIGNAL_REVOKED, task)
-            self._abort_chord_member(task, Skipped('revoked', task.id))
-        elif task.expires_resolved is not None and task.expires_resolved < timestamp:
-            logger.info('%s expired at %s, not running it', task, task.expires_resolved)
-            self._emit(S.SIGNAL_EXPIRED, task)
-            self._abort_chord_member(task, Skipped('expired', task.id))
-        else:
-            return self._run(task, interrupt)
-
-    def _run(self, task, interrupt):
-        logger.info('executing %s', task)
-        self._emit(S.SIGNAL_EXECUTING, task)
-        try:
-            self._run_pre_execute(task)
-        except CancelExecution:
-            self._emit(S.SIGNAL_CANCELED, task)
-            self._abort_chord_member(task, Skipped('canceled', task.id))
-            return None
-
-        value = exception = retry_eta = None
-        with self._in_flight_lock:
-            self._tasks_in_flight.add(task)
-        try:
-            # The task's own writes (a subtask it enqueues and waits for) go out at once.
-            with timeout_context(task), self.storage.unbatched():
-                value = task.execute()
-        except RetryTask as exc:
-            logger.info('%s asked to be retried', task)
-            task.retries += 1
-            if exc.eta is not None or exc.delay is not None:
-                retry_eta = normalize_time(exc.eta, exc.delay, self.utc)
-            exception = exc
-        except RateLimitExceeded as exc:
-            logger.info('%s rate-limited by %r for %.3fs', task, exc.key, exc.delay)
-            # As huey: with retry=True, or with retries of its own left, the task
-            # goes to the schedule, after its retry_delay if it has one, else at
-            # the start of the next window; only retry=True spares its retries.
-            if exc.retry or task.retries:
-                retry_eta = normalize_time(delay=task.retry_delay or exc.delay, utc=self.utc)
-                if exc.retry:
-                    task.retries += 1
-            exception = exc
-        except interrupt:
-            # The worker is being stopped mid-task (SIGTERM in a daemon, Ctrl-C here).
-            logger.warning('%s was interrupted before it finished', task)
-            self._emit(S.SIGNAL_INTERRUPTED, task)
-            raise
-        except CancelExecution as exc:
-            if exc.retry or (exc.retry is None and task.retries):
-                task.retries = max(task.retries, 1)
-            else:
-                task.retries = 0
-            logger.warning('%s canceled itself', task)
-            exception = exc
-        except BaseException as exc:  # sys.exit() in a task must not stop the consumer
-            if isinstance(exc, (TaskTimeout, TaskLockedException)):
-                logger.warning('%s failed: %s', task, exc)
-            else:
-                logger.exception('%s raised an exception', task)
-            exception = exc
-        finally:
-            with self._in_flight_lock:
-                self._tasks_in_flight.discard(task)
-
-        if exception is None:
-            self._complete(task, value)
-        else:
-            self._fail(task, exception, retry_eta)
-        return value
-
-    def _complete(self, task, value):
-        if self.results and not isinstance(task, PeriodicTask) and (
-                value is not None or self.store_none):
-            self._store_result(task, value)
-        self._run_hooks(self._post_execute, 'post-execute', task, value, None)
-        self._emit(S.SIGNAL_COMPLETE, task)
-        if task.on_complete is not None:
-            task.on_complete.extend_data(value)
-            self.enqueue(task.on_complete)
-        if task.chord_config is not None:
-            self._chord_member_done(task.chord_config, value)
-
-    def _fail(self, task, exception, retry_eta):
-        final = not task.retries
-        error = None
-        if self.results and not isinstance(task, PeriodicTask) and (
-                final or not isinstance(exception, _RETRY_REQUESTS)):
-            error = Error(self.build_error_result(task, exception))
-            self.put_result(task.id, error)
-            if final:
-                # The rest of the pipeline will never run: its results are this error,
-                # so a get() on a later stage raises instead of waiting forever.
-                stage = task.on_complete
-                while stage is not None:
-                    self.put_result(stage.id, error)
-                    stage = stage.on_complete
-        setattr(task, FAILURE_ATTR, exception)  # for the event of the failure signal
-        signal = next((name for kind, name in _FAILURE_SIGNALS
-                       if isinstance(exception, kind)), None)
-        if signal is not None:
-            self._emit(signal, task)
-        elif not isinstance(exception, RetryTask):
-            self._emit(S.SIGNAL_ERROR, task, exception)
-        self._run_hooks(self._post_execute, 'post-execute', task, None, exception)
-        if not final:
-            self._emit(S.SIGNAL_RETRYING, task)
-            self._requeue(task, retry_eta)
-            return
-        if task.on_error is not None:
-            task.on_error.extend_data(exception)
-            self.enqueue(task.on_error)
-        if isinstance(exception, CancelExecution):
-            self._abort_chord_member(task, Skipped('canceled', task.id))
-        else:
-            self._abort_chord_member(
-                task, error or Error(self.build_error_result(task, exception)))
+            return self.executor.execute(task, timestamp, revocations, interrupt)
+        with self._emitter.batch():
+            return self.executor.execute(task, timestamp, revocations, interrupt)
 
     def give_up(self, task, exception):
         """Fail ``task`` for good without running it (again): the end of a task that kept
@@ -458,82 +313,10 @@ class Huey:
         SIGNAL_ERROR and ``.error()`` handler are as for a task that raised ``exception``
         with no retry left."""
         task.retries = 0
-        self._fail(task, exception, None)
-
-    def _requeue(self, task, retry_eta):
-        task.retries -= 1
-        if retry_eta is None and task.retry_delay:
-            retry_eta = normalize_time(delay=task.retry_delay, utc=self.utc)
-            if task.retry_backoff:
-                task.retry_delay *= task.retry_backoff
-        logger.info('retrying %s (%d retries left) %s', task, task.retries,
-                    'at %s' % retry_eta if retry_eta else 'now')
-        try:
-            if retry_eta is None:
-                self.enqueue(task)
-            else:
-                task.eta = retry_eta
-                self.add_schedule(task)
-        except Exception as exc:
-            self.emit_event(EVENT_ERROR_ENQUEUEING if retry_eta is None else EVENT_ERROR_SCHEDULING,
-                            task, exception=exc)
-            raise
-
-    def _run_pre_execute(self, task):
-        for name, fn in list(self._pre_execute.items()):
-            try:
-                fn(task)
-            except CancelExecution:
-                logger.warning('%s canceled by pre-execute hook %r', task, name)
-                raise
-            except Exception:
-                logger.exception('pre-execute hook %r failed for %s', name, task)
-
-    def _store_result(self, task, value, patience=60.0):
-        """Store a result, riding out a storage outage for ``patience`` seconds.
-
-        A result that cannot be stored at all (too large, not serializable) is
-        reported with SIGNAL_ERROR and given up: the task ran, and running it
-        again would not help.
-        """
-        deadline = time.monotonic() + patience
-        delay = 0.1
-        while True:
-            try:
-                self.put_result(task.id, value)
-                return True
-            except Exception as exc:
-                transient = isinstance(exc, self.storage.transient_errors)
-                if not transient or time.monotonic() > deadline:
-                    logger.exception('could not store the result of %s; it ran, but its '
-                                     'result is lost', task)
-                    setattr(task, STORING_RESULT_ATTR, True)  # its event: error-storing-result
-                    self._emit(S.SIGNAL_ERROR, task, exc)
-                    if not transient:  # the caller gets this error rather than waiting for ever
-                        self._store_unstorable_result_error(task, exc)
-                    return False
-                logger.warning('storage unavailable while storing the result of %s (%s); '
-                               'retrying', task, exc)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    def _store_unstorable_result_error(self, task, exc):
-        error = HueyException('%s ran, but its return value could not be stored (%s: %s); '
-                              'return a value the serializer can store' % (task, type(exc).__name__, exc))
-        try:
-            self.put_result(task.id, Error(self.build_error_result(task, error)))
-        except Exception:
-            logger.exception('could not store an error result for %s either', task)
+        self.executor.fail(task, exception, None)
 
     def build_error_result(self, task, exception):
-        return {
-            'error': repr(exception),
-            'task': task.name,
-            'task_id': task.id,
-            'retries': task.retries,
-            'retry_delay': task.retry_delay,
-            'traceback': ''.join(traceback.format_exception(exception)),
-        }
+        return error_result(task, exception)
 
     def handing_back(self, tasks):
         """A stopping worker returns ``tasks`` to the queue through their claims: from now
@@ -543,22 +326,18 @@ class Huey:
 
     def notify_interrupted_tasks(self):
         """Emit SIGNAL_INTERRUPTED for every task running now; returns those tasks."""
-        with self._in_flight_lock:
-            interrupted, self._tasks_in_flight = list(self._tasks_in_flight), set()
-        for task in interrupted:
-            self._emit(S.SIGNAL_INTERRUPTED, task)
-        return interrupted
+        return self.executor.notify_interrupted()
 
     # --- the schedule ---------------------------------------------------------
     def add_schedule(self, task):
         eta = to_timestamp(task.eta, self.utc) if task.eta else 0.0
         self.storage.add_to_schedule(self.serialize_task(task), eta, task.priority)
         logger.info('scheduled %s', task)
-        self._emit(S.SIGNAL_SCHEDULED, task)
+        self._signals.send(S.SIGNAL_SCHEDULED, task)
 
     def read_schedule(self, timestamp=None):
         """Remove and return the scheduled tasks due at ``timestamp`` (default now)."""
-        timestamp = timestamp or self._now()
+        timestamp = timestamp or self.now()
         return self._decode_all(self.storage.read_schedule(to_timestamp(timestamp, self.utc)))
 
     def enqueue_due(self, timestamp=None):
@@ -567,10 +346,10 @@ class Huey:
         What a scheduler does: nothing is lost if it dies half-way. Emits
         SIGNAL_ENQUEUED for each task moved and returns them.
         """
-        timestamp = timestamp or self._now()
+        timestamp = timestamp or self.now()
         tasks = self._decode_all(self.storage.move_due(to_timestamp(timestamp, self.utc)))
         for task in tasks:
-            self._emit(S.SIGNAL_ENQUEUED, task)
+            self._signals.send(S.SIGNAL_ENQUEUED, task)
         return tasks
 
     def next_schedule_time(self):
@@ -580,8 +359,8 @@ class Huey:
 
     def read_periodic(self, timestamp=None):
         """The periodic tasks due in the minute of ``timestamp`` (default now)."""
-        timestamp = timestamp or self._now()
-        return [task for task in self._registry.periodic_tasks
+        timestamp = timestamp or self.now()
+        return [task for task in self.registry.periodic_tasks
                 if task.validate_datetime(timestamp)]
 
     def _decode_all(self, messages):
@@ -594,36 +373,23 @@ class Huey:
         return tasks
 
     # --- revoking -------------------------------------------------------------
-    def _revoke_key(self, task_class):
-        return 'rt:%s' % self._registry.task_to_string(task_class)
-
-    def _put_revocation(self, key, revoke_until, revoke_once):
-        if revoke_until is not None:
-            revoke_until = to_naive(revoke_until, self.utc)
-        self.storage.put_revocation(key, self.serializer.serialize((revoke_until, revoke_once)))
-
     def revoke_all(self, task_class, revoke_until=None, revoke_once=False):
-        self._put_revocation(self._revoke_key(task_class), revoke_until, revoke_once)
+        self.revocations.revoke(task_class, revoke_until, revoke_once)
 
     def restore_all(self, task_class):
-        return self.storage.delete_revocation(self._revoke_key(task_class))
+        return self.revocations.restore(task_class)
 
     def revoke(self, task, revoke_until=None, revoke_once=False):
-        self._put_revocation(task.revoke_id, revoke_until, revoke_once)
+        self.revocations.revoke(task, revoke_until, revoke_once)
 
     def restore(self, task):
-        return self.storage.delete_revocation(task.revoke_id)
+        return self.revocations.restore(task)
 
     def revoke_by_id(self, id, revoke_until=None, revoke_once=False):
-        return self.revoke(Task(id=id), revoke_until, revoke_once)
+        self.revocations.revoke(str(id), revoke_until, revoke_once)
 
     def restore_by_id(self, id):
-        return self.restore(Task(id=id))
-
-    def _revocation_keys(self, task):
-        if isinstance(task, type):
-            return [self._revoke_key(task)]
-        return [task.revoke_id, self._revoke_key(type(task))]
+        return self.revocations.restore(str(id))
 
     def is_revoked(self, task, timestamp=None, peek=True, snapshot=None):
         """True when ``task`` (an instance, or a task class) must not run at ``timestamp``.
@@ -632,29 +398,11 @@ class Huey:
         of revocation keys to values, taken just before, in which a missing key
         means "not revoked" (``read_revocations``, or what a claim returned).
         """
-        keys = self._revocation_keys(task)
-        if snapshot is None:
-            values = self.storage.read_revocations(keys)
-        else:
-            values = [snapshot.get(key, EmptyData) for key in keys]
-        timestamp = timestamp or self._now()
-        for key, data in zip(keys, values):
-            if data is EmptyData:
-                continue
-            revoke_until, revoke_once = self.serializer.deserialize(data)
-            if revoke_until is not None and revoke_until <= timestamp:
-                self.storage.delete_revocation(key)  # the revocation has run out
-                continue
-            if revoke_once and not peek and not self.storage.delete_revocation(key):
-                continue  # another worker used it up (or it was restored) meanwhile
-            return True
-        return False
+        return self.revocations.is_revoked(task, timestamp, peek, snapshot)
 
     def read_revocations(self, tasks):
         """A snapshot for ``execute(revocations=...)``: the revocations of ``tasks``, in one read."""
-        keys = list(dict.fromkeys(key for task in tasks for key in self._revocation_keys(task)))
-        return {key: value for key, value in zip(keys, self.storage.read_revocations(keys))
-                if value is not EmptyData}
+        return self.revocations.snapshot(tasks)
 
     # --- inspection -----------------------------------------------------------
     def pending(self, limit=None):
@@ -684,7 +432,7 @@ class Huey:
     # --- dead letters ----------------------------------------------------------
     def add_dead_letter(self, payload, reason, task=None, key=None):
         """Keep a message that cannot run, with why; returns its id."""
-        return self._keep_dead_letter(DeadLetter.create(payload, reason, task, key))
+        return self.dead_letter_store.add(payload, reason, task, key)
 
     def bury(self, payload, reason):
         """Move a message that cannot run to the dead letters and tell its caller.
@@ -693,43 +441,19 @@ class Huey:
         its signature is wrong) the caller's ``get()`` raises TaskException with
         the reason instead of waiting forever. Returns the dead letter's id.
         """
-        try:
-            message = self.serializer.deserialize(payload)
-            task_id, name = message.id, message.name
-        except Exception:
-            task_id = name = None
-        letter_id = self._keep_dead_letter(
-            dataclasses.replace(DeadLetter.create(payload, reason), task=name, task_id=task_id))
-        if task_id is not None and self.results:
-            self.put_result(task_id, Error({
-                'error': '%s (dead letter %s)' % (reason, letter_id), 'task': name,
-                'task_id': task_id, 'retries': 0, 'retry_delay': 0, 'traceback': None}))
-        return letter_id
-
-    def _keep_dead_letter(self, letter):
-        self.storage.add_dead_letter(letter.id, letter.encode())
-        logger.error('dead letter %s: %s', letter.id, letter.reason)
-        return letter.id
+        return self.dead_letter_store.bury(payload, reason)
 
     def dead_letters(self):
         """Every dead letter (id, reason, time, task name and id when known, raw payload)."""
-        return [DeadLetter.decode(record) for _, record in self.storage.dead_letters()]
-
-    def _chosen_letters(self, ids):
-        letters = self.dead_letters()
-        return letters if ids is None else [letter for letter in letters if letter.id in set(ids)]
+        return self.dead_letter_store.all()
 
     def requeue_dead_letters(self, ids=None):
         """Put these dead letters' messages (all when ``ids`` is None) back on the queue."""
-        letters = self._chosen_letters(ids)
-        self.storage.enqueue_many([(letter.payload, None) for letter in letters])
-        self.storage.remove_dead_letters([letter.id for letter in letters])
-        return len(letters)
+        return self.dead_letter_store.requeue(ids)
 
     def purge_dead_letters(self, ids=None):
         """Delete these dead letters (all when ``ids`` is None); returns how many."""
-        return self.storage.remove_dead_letters(
-            [letter.id for letter in self._chosen_letters(ids)])
+        return self.dead_letter_store.purge(ids)
 
     # --- locks and rate limits ------------------------------------------------
     def lock_task(self, lock_name, ttl=None):
@@ -751,78 +475,9 @@ class Huey:
     def rate_limit(self, name, limit, per, retry=True):
         return RateLimit(self, name, limit, per, retry)
 
-    # --- workflows: groups and chords -------------------------------------------
-    def _enqueue_workflow(self, workflow):
-        if isinstance(workflow, chord):
-            return self._enqueue_chord(workflow)
-        handles = [self.enqueue(task) for task in workflow.tasks]
-        return ResultGroup(handles) if self.results else None
-
-    def _enqueue_chord(self, workflow):
-        """Enqueue the members; the last one to finish enqueues the callback.
-
-        Each member's last stage carries ``(chord id, size, index, callback)``.
-        When a member ends, for good, its value (or an Error, or a Skipped) is
-        stored under ``chord:<id>:<index>`` with put_if_empty (so a member that
-        runs twice, e.g. redelivered after a crash, counts once) and the counter
-        ``chord:<id>`` is incremented atomically; whoever brings it to ``size``
-        reads the values in member order and enqueues the callback.
-        """
-        cid, size = str(uuid.uuid4()), len(workflow.tasks)
-        callback = workflow.callback
-        members, heads = [], []
-        for index, member in enumerate(workflow.tasks):
-            if isinstance(member, group):
-                raise ValueError('a group cannot be a chord member; make it a chord '
-                                 'with .then() first')
-            head = member.callback if isinstance(member, chord) else member
-            tail = head
-            while tail.on_complete is not None:
-                tail = tail.on_complete
-            tail.chord_config = (cid, size, index, callback)
-            members.append(Result(self, tail))
-            if isinstance(member, chord):
-                self._enqueue_chord(member)  # its callback reports to this chord
-            else:
-                heads.append(head)
-        if heads:
-            self.enqueue_many(heads)
-        if not size:
-            callback.extend_data(([],))
-            self.enqueue(callback)
-        stages = []
-        stage = callback
-        while stage is not None:
-            stages.append(Result(self, stage))
-            stage = stage.on_complete
-        return ChordResult(members, stages[0], ResultGroup(stages) if len(stages) > 1 else None)
-
-    def _chord_member_done(self, config, value):
-        cid, size, index, callback = config
-        if not self.put_if_empty('chord:%s:%d' % (cid, index), value):
-            logger.warning('member %d of chord %s ended a second time (a redelivered '
-                           'task?); it was counted once', index, cid)
-            return
-        if self.storage.incr('chord:%s' % cid) != size:
-            return
-        keys = ['chord:%s:%d' % (cid, i) for i in range(size)]
-        results = [None if data is EmptyData else self.serializer.deserialize(data)
-                   for data in self.storage.peek_many(keys)]
-        for key in keys:
-            self.storage.delete_data(key)
-        self.storage.delete_counter('chord:%s' % cid)
-        callback.extend_data((results,))
-        self.enqueue(callback)
-
-    def _abort_chord_member(self, task, value):
-        """A pipeline stage ended it for good: its chord (if any) gets ``value`` for it."""
-        while task is not None:
-            if task.chord_config is not None:
-                return self._chord_member_done(task.chord_config, value)
-            task = task.on_complete
-
     # --- events ---------------------------------------------------------------------
-    def _setup_events(self, events):
+    def _events_emitter(self, events):
+        """Turn events on when asked (or by the storage's default); the emitter, or None."""
         storage = self.storage
         if events is None:
             events = storage.supports_events and storage.events_by_default
@@ -830,10 +485,11 @@ class Huey:
             raise storage.events_unsupported_error()
         self.events = bool(events)
         storage.events_enabled = self.events
-        self._emitter = None
-        if self.events:
-            self._emitter = EventEmitter(self)
-            self._emitter.connect()
+        if not self.events:
+            return None
+        emitter = EventEmitter(self)
+        emitter.connect()
+        return emitter
 
     def emit_event(self, status, task=None, **extra):
         """Publish one consumer event (see hueyd.events) through the storage.

@@ -4,10 +4,16 @@ Records are JSON (the payload base64-encoded), so listing them never unpickles
 anything: a dead letter may well be a forged or malicious message.
 """
 import base64
+import dataclasses
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
+
+from hueyd.result import Error
+
+logger = logging.getLogger('hueyd')
 
 
 @dataclass(frozen=True)
@@ -34,3 +40,52 @@ class DeadLetter:
         fields = json.loads(record)
         fields['payload'] = base64.b64decode(fields['payload'])
         return cls(**fields)
+
+
+class DeadLetters:
+    """A Huey's dead letters: keeping, listing, requeueing and purging them."""
+
+    def __init__(self, huey):
+        self.huey = huey
+
+    def add(self, payload, reason, task=None, key=None):
+        """Keep a message that cannot run, with why; returns its id."""
+        return self.keep(DeadLetter.create(payload, reason, task, key))
+
+    def bury(self, payload, reason):
+        """See ``Huey.bury``."""
+        huey = self.huey
+        try:
+            message = huey.serializer.deserialize(payload)
+            task_id, name = message.id, message.name
+        except Exception:
+            task_id = name = None
+        letter_id = self.keep(
+            dataclasses.replace(DeadLetter.create(payload, reason), task=name, task_id=task_id))
+        if task_id is not None and huey.results:
+            huey.put_result(task_id, Error({
+                'error': '%s (dead letter %s)' % (reason, letter_id), 'task': name,
+                'task_id': task_id, 'retries': 0, 'retry_delay': 0, 'traceback': None}))
+        return letter_id
+
+    def keep(self, letter):
+        self.huey.storage.add_dead_letter(letter.id, letter.encode())
+        logger.error('dead letter %s: %s', letter.id, letter.reason)
+        return letter.id
+
+    def all(self):
+        return [DeadLetter.decode(record) for _, record in self.huey.storage.dead_letters()]
+
+    def chosen(self, ids):
+        letters = self.all()
+        return letters if ids is None else [letter for letter in letters if letter.id in set(ids)]
+
+    def requeue(self, ids=None):
+        storage = self.huey.storage
+        letters = self.chosen(ids)
+        storage.enqueue_many([(letter.payload, None) for letter in letters])
+        storage.remove_dead_letters([letter.id for letter in letters])
+        return len(letters)
+
+    def purge(self, ids=None):
+        return self.huey.storage.remove_dead_letters([letter.id for letter in self.chosen(ids)])

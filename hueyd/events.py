@@ -17,6 +17,7 @@ greenlet under gevent) and published in one storage call when it returns;
 events sent outside ``execute()`` are published at once.
 """
 import collections
+import contextlib
 import json
 import logging
 import threading
@@ -83,13 +84,6 @@ ALL_EVENTS = tuple(sorted(set(SIGNAL_EVENTS.values()) | {
     EVENT_ERROR_ENQUEUEING, EVENT_ERROR_INTERNAL, EVENT_ERROR_SCHEDULING,
     EVENT_ERROR_STORING_RESULT}))
 
-# Attributes EventEmitter keeps on a Task object while it runs.
-_STARTED_AT = '_hueyd_event_started'
-FAILURE_ATTR = '_hueyd_failure'  # set by Huey before it sends a failure signal
-# Set by Huey when the SIGNAL_ERROR it sends is about storing the result, not the task.
-STORING_RESULT_ATTR = '_hueyd_storing_result'
-
-
 _ENCODER = json.JSONEncoder(default=str, separators=(',', ':'))  # built once: json.dumps
 # builds an encoder on every call that passes options
 
@@ -116,13 +110,13 @@ class EventEmitter:
         self._local = threading.local()
 
     def connect(self):
-        self.huey.signal(*SIGNAL_EVENTS)(self.on_signal)
+        self.huey.observe(*SIGNAL_EVENTS)(self.on_signal)
 
     def disconnect(self):
         self.huey.disconnect_signal(self.on_signal)
 
     # --- building events ------------------------------------------------------
-    def build(self, status, task=None, exception=None, **extra):
+    def build(self, status, task=None, exception=None, duration=None, **extra):
         if task is None:
             event = {'status': status, 'id': None, 'task': None, 'retries': None,
                      'retry_delay': None, 'execute_time': None}
@@ -138,22 +132,16 @@ class EventEmitter:
             event['traceback'] = (''.join(traceback.format_exception(exception))
                                   if exception is not None else None)
         if status in TIMED and task is not None:
-            started = getattr(task, _STARTED_AT, None)
-            event['duration'] = None if started is None else time.monotonic() - started
+            event['duration'] = duration
         event.update(extra)
         return event
 
-    def on_signal(self, signal, task, *args, **kwargs):
+    def on_signal(self, signal, task, outcome):
         status = SIGNAL_EVENTS[signal]
-        if status == EVENT_ERROR_TASK and getattr(task, STORING_RESULT_ATTR, False):
+        if status == EVENT_ERROR_TASK and outcome.storing_result:
             status = EVENT_ERROR_STORING_RESULT
-            setattr(task, STORING_RESULT_ATTR, False)
-        if status == EVENT_STARTED:
-            setattr(task, _STARTED_AT, time.monotonic())
-        exception = args[0] if args else kwargs.get('exc')
-        if exception is None and status in FAILURES:
-            exception = getattr(task, FAILURE_ATTR, None)
-        self.emit(self.build(status, task, exception))
+        exception = outcome.exception if status in FAILURES else None
+        self.emit(self.build(status, task, exception, outcome.duration))
 
     # --- publishing -----------------------------------------------------------
     def emit(self, event):
@@ -165,21 +153,22 @@ class EventEmitter:
             self._publish([data])
         return event
 
-    def begin(self):
-        """Start buffering this thread's events (``Huey.execute`` calls it; it nests)."""
+    @contextlib.contextmanager
+    def batch(self):
+        """Buffer this thread's events inside the block and publish them together at its
+        end (``Huey.execute`` runs in one; they nest: the outermost one publishes)."""
         local = self._local
         local.depth = getattr(local, 'depth', 0) + 1
         if local.depth == 1:
             local.buffer = []
-
-    def end(self):
-        """Stop buffering at the outermost level and publish what was buffered, at once."""
-        local = self._local
-        local.depth -= 1
-        if local.depth == 0:
-            buffer, local.buffer = local.buffer, None
-            if buffer:
-                self._publish(buffer)
+        try:
+            yield
+        finally:
+            local.depth -= 1
+            if local.depth == 0:
+                buffer, local.buffer = local.buffer, None
+                if buffer:
+                    self._publish(buffer)
 
     def _publish(self, batch):
         # Events are a report: failing to publish one must never fail a task.

@@ -9,6 +9,11 @@ class ConfigurationError(HueyException):
     """A Huey instance, storage or option was set up wrongly."""
 
 
+class ConfigError(ConfigurationError):
+    """A problem in the daemon's configuration (its file, environment or command line);
+    ``str(error)`` is the complete message for the user."""
+
+
 class TaskNotFound(HueyException):
     """A message names a task that is not registered in this process."""
 

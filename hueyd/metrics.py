@@ -46,7 +46,6 @@ import shutil
 import struct
 import tempfile
 import threading
-import time
 
 logger = logging.getLogger('hueyd.daemon')
 
@@ -103,9 +102,6 @@ def use_multiprocess_dir(master_pid):
 
 # -- in each pool: counting tasks -----------------------------------------------------
 
-_STARTED_AT = '_hueyd_metrics_started'
-
-
 def count_tasks(huey, master_pid):
     """Count this pool's tasks in the shared directory (called in the pool, after fork)."""
     from hueyd import signals as S
@@ -123,25 +119,17 @@ def count_tasks(huey, master_pid):
                           'failed', labels, buckets=DURATION_BUCKETS, registry=None)
     failures = {S.SIGNAL_ERROR, S.SIGNAL_TIMEOUT, S.SIGNAL_LOCKED, S.SIGNAL_RATE_LIMITED}
 
-    def observe(task):
-        began = task.__dict__.pop(_STARTED_AT, None)
-        if began is not None:
-            durations.labels(task.name).observe(time.monotonic() - began)
-
-    def on_signal(signal, task, *args, **kwargs):
+    def on_signal(signal, task, outcome):
         if signal == S.SIGNAL_EXECUTING:
-            setattr(task, _STARTED_AT, time.monotonic())
             started.labels(task.name).inc()
-        elif signal == S.SIGNAL_COMPLETE:
-            finished.labels(task.name).inc()
-            observe(task)
-        elif signal in failures:
-            failed.labels(task.name).inc()
-            observe(task)
         elif signal == S.SIGNAL_RETRYING:
             retried.labels(task.name).inc()
+        else:
+            (finished if signal == S.SIGNAL_COMPLETE else failed).labels(task.name).inc()
+            if outcome.duration is not None:
+                durations.labels(task.name).observe(outcome.duration)
 
-    huey.signal(S.SIGNAL_EXECUTING, S.SIGNAL_COMPLETE, S.SIGNAL_RETRYING, *failures)(on_signal)
+    huey.observe(S.SIGNAL_EXECUTING, S.SIGNAL_COMPLETE, S.SIGNAL_RETRYING, *failures)(on_signal)
     return on_signal
 
 

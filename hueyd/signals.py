@@ -3,8 +3,14 @@
 Handlers run synchronously in the process that emits the signal. A handler that
 raises is logged and skipped: it never stops the other handlers, the task, or
 the storing of its result.
+
+Two kinds of handler: *receivers* (``Huey.signal()``) get huey's arguments,
+``fn(signal, task, *args)``; *observers* (``Huey.observe()``: events, metrics)
+get ``fn(signal, task, outcome)``, where the ``Outcome`` says what huey's
+arguments leave out (the exception behind a timeout, how long the task ran).
 """
 import logging
+from typing import NamedTuple
 
 logger = logging.getLogger('hueyd.signals')
 
@@ -32,33 +38,53 @@ ALL_SIGNALS = (
 ANY = 'any'
 
 
+class Outcome(NamedTuple):
+    """What an observer learns with a signal, besides the signal and the task."""
+    exception: BaseException = None  # the failure a failure signal reports
+    duration: float = None           # seconds since the task started, once it has
+    storing_result: bool = False     # SIGNAL_ERROR about storing the result, not the task
+
+
+NO_OUTCOME = Outcome()
+
+
 class Signal:
     def __init__(self):
         self._receivers = {}  # signal name or ANY -> list of callables
+        self._observers = {}  # the same, for observers
 
-    def connect(self, receiver, *signals):
+    def connect(self, receiver, *signals, observer=False):
+        registry = self._observers if observer else self._receivers
         for name in signals or (ANY,):
             if name != ANY and name not in ALL_SIGNALS:
                 raise ValueError('unknown signal %r; valid signals: %s'
                                  % (name, ', '.join(ALL_SIGNALS)))
-            handlers = self._receivers.setdefault(name, [])
+            handlers = registry.setdefault(name, [])
             if receiver not in handlers:
                 handlers.append(receiver)
 
     def disconnect(self, receiver, *signals):
-        for name in signals or list(self._receivers):
-            handlers = self._receivers.get(name, [])
-            if receiver in handlers:
-                handlers.remove(receiver)
+        for registry in (self._receivers, self._observers):
+            for name in signals or list(registry):
+                handlers = registry.get(name, [])
+                if receiver in handlers:
+                    handlers.remove(receiver)
 
     def __bool__(self):
-        return any(self._receivers.values())
+        return any(self._receivers.values()) or any(self._observers.values())
 
-    def send(self, signal, task, *args, **kwargs):
+    def send(self, signal, task, *args, outcome=NO_OUTCOME):
+        """Call the receivers with ``(signal, task, *args)``, then the observers with
+        ``(signal, task, outcome)``."""
         for name in (signal, ANY):
             for receiver in tuple(self._receivers.get(name, ())):
-                try:
-                    receiver(signal, task, *args, **kwargs)
-                except Exception:
-                    logger.exception('signal handler %r failed for %s on %s',
-                                     receiver, signal, task)
+                self._call(receiver, signal, task, *args)
+            for observer in tuple(self._observers.get(name, ())):
+                self._call(observer, signal, task, outcome)
+
+    @staticmethod
+    def _call(handler, signal, task, *args):
+        try:
+            handler(signal, task, *args)
+        except Exception:
+            logger.exception('signal handler %r failed for %s on %s', handler, signal, task)

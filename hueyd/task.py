@@ -44,7 +44,8 @@ class Task:
         # How many workers died while running this message (a segfault, os._exit,
         # the OOM killer); at the daemon's --max-deliveries it goes to the dead letters.
         self.crashes = crashes
-        self._deadline = None
+        # time.monotonic() at which the running task times out (set by hueyd.timeouts).
+        self.deadline = None
 
     @property
     def revoke_id(self):
@@ -104,9 +105,9 @@ class Task:
     # --- timeouts -------------------------------------------------------------
     def time_remaining(self):
         """Seconds left before this task's ``timeout``, or None without one."""
-        if self._deadline is None:
+        if self.deadline is None:
             return None
-        return self._deadline - time.monotonic()
+        return self.deadline - time.monotonic()
 
     def is_timed_out(self):
         remaining = self.time_remaining()
@@ -174,7 +175,7 @@ class TaskWrapper:
             default_retry_delay=retry_delay, default_retry_backoff=retry_backoff,
             default_priority=priority, default_expires=expires,
             default_timeout=timeout, **settings)
-        huey._registry.register(self.task_class)
+        huey.registry.register(self.task_class)
         functools.update_wrapper(self, func)
 
     @staticmethod
@@ -190,7 +191,7 @@ class TaskWrapper:
         return type(name, (task_base,), attrs)
 
     def unregister(self):
-        return self.huey._registry.unregister(self.task_class)
+        return self.huey.registry.unregister(self.task_class)
 
     def s(self, *args, **kwargs):
         """A task for these arguments, not yet enqueued (for pipelines).

@@ -37,9 +37,9 @@ def _alarm(task):
 def timeout_context(task):
     """Arm the task's deadline; the returned context raises TaskTimeout when it passes."""
     if not task.timeout:
-        task._deadline = None
+        task.deadline = None
         return contextlib.nullcontext()
-    task._deadline = time.monotonic() + task.timeout
+    task.deadline = time.monotonic() + task.timeout
     if _gevent_active():
         import gevent
         return gevent.Timeout(task.timeout, TaskTimeout(

@@ -17,7 +17,7 @@ def drain(huey, timestamp=None, limit=1000):
 
 def run_due(huey, seconds_ahead=0):
     """Do the scheduler's job as if ``seconds_ahead`` had passed, then drain."""
-    moment = huey._now() + datetime.timedelta(seconds=seconds_ahead)
+    moment = huey.now() + datetime.timedelta(seconds=seconds_ahead)
     for task in huey.read_schedule(moment):
         huey.enqueue(task)
     return drain(huey, moment)

@@ -206,7 +206,7 @@ def test_revoke_restore_on_task_function(huey):
     drain(huey)
     assert ran == [2, 4]
     job(6)
-    drain(huey, huey._now() + datetime.timedelta(seconds=60))
+    drain(huey, huey.now() + datetime.timedelta(seconds=60))
     assert ran == [2, 4, 6] and not job.is_revoked()
 
 
@@ -250,7 +250,7 @@ def test_expires_skips_late_task(huey):
         ran.append(1)
 
     job()
-    drain(huey, huey._now() + datetime.timedelta(seconds=20))
+    drain(huey, huey.now() + datetime.timedelta(seconds=20))
     assert ran == []
     job()
     drain(huey)

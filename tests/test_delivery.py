@@ -80,7 +80,7 @@ def test_bad_messages_become_dead_letters_and_the_daemon_goes_on(app, start_daem
     storage = app.huey.storage
     storage.enqueue(b'not a pickle at all')
     storage.enqueue(pickle.dumps({'what': 'a dict, not a message'}))
-    unknown = app.huey._registry.create_message(app.record.s('x'))._replace(name='app.nothere')
+    unknown = app.huey.registry.create_message(app.record.s('x'))._replace(name='app.nothere')
     storage.enqueue(app.huey.serializer.serialize(unknown))
     for i in range(5):
         app.record('good%d' % i)

@@ -35,7 +35,8 @@ HANGING_APP = 'import time\ntime.sleep(60)  # an import that never finishes\n'
 
 @pytest.fixture
 def master():
-    master = Master(load_config(['app.huey'], {}), ['app.huey'], environ={})
+    master = Master(load_config(['app.huey'], {}), lambda: load_config(['app.huey'], {}),
+                    environ={})
     yield master
     for pid in list(master.children):
         try:

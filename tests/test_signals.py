@@ -187,7 +187,7 @@ def test_expired_task(huey, events):
         return 'ran'
 
     result = job()
-    drain(huey, huey._now() + datetime.timedelta(seconds=20))
+    drain(huey, huey.now() + datetime.timedelta(seconds=20))
     assert events == sequence(result.id, SIGNAL_ENQUEUED, SIGNAL_EXPIRED)
     assert result.get() is None
 

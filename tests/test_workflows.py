@@ -69,7 +69,7 @@ def test_s_takes_special_options_out_of_kwargs(huey):
     assert (task.args, task.kwargs) == ((1, 2), {'flag': True})
     assert (task.id, task.retries, task.retry_delay, task.retry_backoff, task.priority,
             task.expires, task.timeout) == ('fixed-id', 3, 7, 2, 5, 30, 4)
-    before = huey._now()
+    before = huey.now()
     delayed = echo.s(delay=datetime.timedelta(seconds=60))
     assert 59 < (delayed.eta - before).total_seconds() < 61
     eta = datetime.datetime(2030, 1, 2, 3, 4, 5)
@@ -118,7 +118,7 @@ def test_pipeline_with_delayed_and_scheduled_stages(huey):
     def add(a, b):
         return a + b
 
-    eta = huey._now() + datetime.timedelta(seconds=120)
+    eta = huey.now() + datetime.timedelta(seconds=120)
     pipe = add.s(1, 2).then(add, 10, delay=30).then(add, 100, eta=eta)
     results = huey.enqueue(pipe)
     assert drain(huey) == 2                     # stage 1 runs; stage 2 goes to the schedule
@@ -676,7 +676,7 @@ def test_expires_forms(huey, kind):
     huey.enqueue(in_time)
     drain(huey)
     huey.enqueue(late)
-    drain(huey, huey._now() + datetime.timedelta(seconds=60))
+    drain(huey, huey.now() + datetime.timedelta(seconds=60))
     assert ran == ['in-time']
     assert [s for s, tid in seen if tid == late.id] == [SIGNAL_ENQUEUED, SIGNAL_EXPIRED]
     # A task-level default works the same way.
@@ -685,7 +685,7 @@ def test_expires_forms(huey, kind):
         ran.append('default')
 
     default_expiry()
-    drain(huey, huey._now() + datetime.timedelta(seconds=60))
+    drain(huey, huey.now() + datetime.timedelta(seconds=60))
     assert ran == ['in-time']
 
 

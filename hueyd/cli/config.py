@@ -20,14 +20,11 @@ import sys
 import textwrap
 
 from hueyd.cli.options import BY_NAME, OPTIONS
+from hueyd.exceptions import ConfigError
 
 EX_CONFIG = 78          # sysexits.h: configuration error
 SECTION = 'hueyd'
 EXAMPLE = 'hueyd.conf.example'
-
-
-class ConfigError(Exception):
-    """A configuration problem; ``str(error)`` is the complete message for the user."""
 
 
 Config = dataclasses.make_dataclass(

@@ -16,7 +16,7 @@ def main(argv=None):
     from hueyd.daemon import logs
     from hueyd.daemon.master import Master
     logs.configure(config)
-    sys.exit(Master(config, argv, os.environ).run())
+    sys.exit(Master(config, lambda: load_config(argv, os.environ), os.environ).run())
 
 
 if __name__ == '__main__':

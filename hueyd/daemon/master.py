@@ -27,7 +27,6 @@ import signal
 import sys
 import time
 
-from hueyd.cli.config import ConfigError, load_config
 from hueyd.daemon import logs
 from hueyd.daemon.app import AppImportError, load_app
 from hueyd.daemon.child import MASTER_SIGNALS, Child, exit_code_description
@@ -37,6 +36,7 @@ from hueyd.daemon.notify import Notifier
 from hueyd.daemon.pool import Pool, worker_id
 from hueyd.daemon.proctitle import set_title
 from hueyd.daemon.scheduler import Scheduler
+from hueyd.exceptions import ConfigError
 from hueyd.metrics import pool_restarts, remove_multiprocess_dir
 
 logger = logging.getLogger('hueyd.master')
@@ -110,10 +110,10 @@ class Preflight(Child):
 
 
 class Master:
-    def __init__(self, config, argv, environ=os.environ):
+    def __init__(self, config, load_config, environ=os.environ):
+        """``load_config()`` reads the configuration again for SIGHUP (or raises ConfigError)."""
         self.config = config
-        self.argv = argv
-        self.environ = environ
+        self.load_config = load_config
         self.pid = os.getpid()
         self.app = None
         self.children = {}          # pid -> ChildRecord
@@ -453,7 +453,7 @@ class Master:
         self.notifier.reloading()
         logger.info('SIGHUP: reloading the configuration')
         try:
-            config = load_config(self.argv, self.environ)
+            config = self.load_config()
         except ConfigError as exc:
             logger.error('configuration not reloaded, keeping the running one: %s', exc)
             self.notifier.ready(self.status_text())

@@ -34,6 +34,7 @@ from hueyd.events import EVENT_ERROR_DEQUEUEING, EVENT_ERROR_INTERNAL
 from hueyd.exceptions import HueyException, Interrupted
 from hueyd.metrics import count_tasks
 from hueyd.nodes import PoolReporter
+from hueyd.storage.patience import patiently
 
 logger = logging.getLogger('hueyd.daemon')
 
@@ -387,18 +388,13 @@ class Pool(Child):
         ``patience`` seconds if given: its lease then runs out and recovery takes
         over (at worst a task runs twice, never zero times).
         """
-        deadline = None if patience is None else time.monotonic() + patience
-        delay = 0.1
-        while True:
-            try:
-                return operation(*args)
-            except self.huey.storage.transient_errors as exc:
-                if self.fast or (deadline is not None and time.monotonic() > deadline):
-                    logger.error('could not %s (%s); giving up', what, exc)
-                    return None
-                logger.warning('could not %s (%s); retrying', what, exc)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        storage = self.huey.storage
+        try:
+            return patiently(storage, what, operation, *args, patience=patience,
+                             stopping=lambda: self.fast)
+        except storage.transient_errors as exc:
+            logger.error('could not %s (%s); giving up', what, exc)
+            return None
 
     def pause(self, delay):
         if self.in_main_thread:

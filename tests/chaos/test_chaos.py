@@ -493,10 +493,10 @@ def bad_messages(app, rng, count, first):
         lambda i: huey.serializer.serialize(rng.choice(
             [{'not': 'a message', 'n': i}, ('tuple', i), i, None, [i, b'x' * i]])),
         # correctly signed messages naming a task nobody registered
-        lambda i: huey.serializer.serialize(huey._registry.create_message(
+        lambda i: huey.serializer.serialize(huey.registry.create_message(
             app.mark.s(first + i))._replace(name='app.no_such_task_%d' % i)),
         # real task messages, signed with another secret
-        lambda i: other.serialize(huey._registry.create_message(app.mark.s(first + i))),
+        lambda i: other.serialize(huey.registry.create_message(app.mark.s(first + i))),
     ]
     return [kinds[i % len(kinds)](i) for i in range(count)]
 

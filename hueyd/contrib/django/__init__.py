@@ -169,7 +169,7 @@ def on_commit_task(*args, **kwargs):
         def inner(*a, **k):
             pending = wrapper.s(*a, **k)
             transaction.on_commit(lambda: HUEY.enqueue(pending))
-            return HUEY._result_handle(pending)
+            return HUEY.result_handle(pending)
         inner.call_local = fn
         inner.task = wrapper
         return inner

@@ -1,0 +1,266 @@
+"""Running one task: from a dequeued Task to its result, its retry or its failure.
+
+``Executor.execute()`` decides whether the task runs now (it may be early,
+revoked or expired), runs it under its timeout, and settles the outcome:
+stores the result, runs the next pipeline stage, reports to the chord,
+schedules a retry, or stores the error. Every step is announced with a
+signal; observers (events, metrics) get the exception and the duration with
+it, receivers get huey's arguments.
+"""
+import logging
+import threading
+import time
+import traceback
+
+from hueyd import signals as S
+from hueyd.events import EVENT_ERROR_ENQUEUEING, EVENT_ERROR_SCHEDULING
+from hueyd.exceptions import (CancelExecution, HueyException, RateLimitExceeded, RetryTask,
+                              TaskLockedException, TaskTimeout)
+from hueyd.result import Error, Skipped
+from hueyd.signals import Outcome
+from hueyd.storage.patience import patiently
+from hueyd.task import PeriodicTask
+from hueyd.timeouts import timeout_context
+from hueyd.times import normalize_time
+
+logger = logging.getLogger('hueyd')
+
+# Failures that ask for another attempt rather than report an error.
+RETRY_REQUESTS = (RetryTask, RateLimitExceeded, CancelExecution)
+# Which signal reports which failure; anything else is SIGNAL_ERROR.
+FAILURE_SIGNALS = (
+    (TaskTimeout, S.SIGNAL_TIMEOUT),
+    (RateLimitExceeded, S.SIGNAL_RATE_LIMITED),
+    (TaskLockedException, S.SIGNAL_LOCKED),
+    (CancelExecution, S.SIGNAL_CANCELED),
+)
+# How long a finished task waits for an unavailable storage to take its result.
+RESULT_PATIENCE = 60.0
+
+
+def error_result(task, exception):
+    """The dict huey stores (wrapped in ``Error``) for a task that failed with ``exception``."""
+    return {
+        'error': repr(exception),
+        'task': task.name,
+        'task_id': task.id,
+        'retries': task.retries,
+        'retry_delay': task.retry_delay,
+        'traceback': ''.join(traceback.format_exception(exception)),
+    }
+
+
+class Executor:
+    """Runs tasks for one Huey; safe to use from many threads at once."""
+
+    def __init__(self, huey, signals, pre_execute, post_execute):
+        self.huey = huey
+        self.signals = signals
+        self.pre_execute = pre_execute
+        self.post_execute = post_execute
+        self.running = {}       # task -> monotonic start, for notify_interrupted()
+        self.running_lock = threading.Lock()
+
+    def execute(self, task, timestamp, revocations, interrupt):
+        """See ``Huey.execute``."""
+        huey = self.huey
+        timestamp = timestamp or huey.now()
+        if not huey.ready_to_run(task, timestamp):
+            huey.add_schedule(task)
+        elif huey.is_revoked(task, timestamp, peek=False, snapshot=revocations):
+            logger.warning('%s was revoked, not running it', task)
+            self.signals.send(S.SIGNAL_REVOKED, task)
+            huey.chords.abort_member(task, Skipped('revoked', task.id))
+        elif task.expires_resolved is not None and task.expires_resolved < timestamp:
+            logger.info('%s expired at %s, not running it', task, task.expires_resolved)
+            self.signals.send(S.SIGNAL_EXPIRED, task)
+            huey.chords.abort_member(task, Skipped('expired', task.id))
+        else:
+            return self.run(task, interrupt)
+
+    def run(self, task, interrupt):
+        logger.info('executing %s', task)
+        started = time.monotonic()
+        self.signals.send(S.SIGNAL_EXECUTING, task)
+        try:
+            self.run_pre_execute(task)
+        except CancelExecution:
+            self.signals.send(S.SIGNAL_CANCELED, task,
+                              outcome=Outcome(duration=time.monotonic() - started))
+            self.huey.chords.abort_member(task, Skipped('canceled', task.id))
+            return None
+        value, exception, retry_eta = self.call(task, interrupt, started)
+        duration = time.monotonic() - started
+        if exception is None:
+            self.complete(task, value, duration)
+        else:
+            self.fail(task, exception, retry_eta, duration)
+        return value
+
+    def call(self, task, interrupt, started):
+        """Call the task's function: ``(value, exception, retry_eta)``."""
+        value = exception = retry_eta = None
+        with self.running_lock:
+            self.running[task] = started
+        try:
+            # The task's own writes (a subtask it enqueues and waits for) go out at once.
+            with timeout_context(task), self.huey.storage.unbatched():
+                value = task.execute()
+        except RetryTask as exc:
+            logger.info('%s asked to be retried', task)
+            task.retries += 1
+            if exc.eta is not None or exc.delay is not None:
+                retry_eta = normalize_time(exc.eta, exc.delay, self.huey.utc)
+            exception = exc
+        except RateLimitExceeded as exc:
+            logger.info('%s rate-limited by %r for %.3fs', task, exc.key, exc.delay)
+            # As huey: with retry=True, or with retries of its own left, the task
+            # goes to the schedule, after its retry_delay if it has one, else at
+            # the start of the next window; only retry=True spares its retries.
+            if exc.retry or task.retries:
+                retry_eta = normalize_time(delay=task.retry_delay or exc.delay, utc=self.huey.utc)
+                if exc.retry:
+                    task.retries += 1
+            exception = exc
+        except interrupt:
+            # The worker is being stopped mid-task (SIGTERM in a daemon, Ctrl-C here).
+            logger.warning('%s was interrupted before it finished', task)
+            self.signals.send(S.SIGNAL_INTERRUPTED, task,
+                              outcome=Outcome(duration=time.monotonic() - started))
+            raise
+        except CancelExecution as exc:
+            if exc.retry or (exc.retry is None and task.retries):
+                task.retries = max(task.retries, 1)
+            else:
+                task.retries = 0
+            logger.warning('%s canceled itself', task)
+            exception = exc
+        except BaseException as exc:  # sys.exit() in a task must not stop the consumer
+            if isinstance(exc, (TaskTimeout, TaskLockedException)):
+                logger.warning('%s failed: %s', task, exc)
+            else:
+                logger.exception('%s raised an exception', task)
+            exception = exc
+        finally:
+            with self.running_lock:
+                self.running.pop(task, None)
+        return value, exception, retry_eta
+
+    def run_pre_execute(self, task):
+        for name, fn in self.pre_execute:
+            try:
+                fn(task)
+            except CancelExecution:
+                logger.warning('%s canceled by pre-execute hook %r', task, name)
+                raise
+            except Exception:
+                logger.exception('pre-execute hook %r failed for %s', name, task)
+
+    # --- settling the outcome -------------------------------------------------
+    def stores_result(self, task):
+        return self.huey.results and not isinstance(task, PeriodicTask)
+
+    def complete(self, task, value, duration):
+        huey = self.huey
+        if self.stores_result(task) and (value is not None or huey.store_none):
+            self.store_result(task, value, duration)
+        self.post_execute.run(task, value, None)
+        self.signals.send(S.SIGNAL_COMPLETE, task, outcome=Outcome(duration=duration))
+        if task.on_complete is not None:
+            task.on_complete.extend_data(value)
+            huey.enqueue(task.on_complete)
+        if task.chord_config is not None:
+            huey.chords.member_done(task.chord_config, value)
+
+    def fail(self, task, exception, retry_eta, duration=None):
+        """Report ``exception``; retry the task if it has retries left, else end it for good."""
+        huey = self.huey
+        final = not task.retries
+        error = None
+        if self.stores_result(task) and (final or not isinstance(exception, RETRY_REQUESTS)):
+            error = Error(error_result(task, exception))
+            huey.put_result(task.id, error)
+            if final:
+                # The rest of the pipeline will never run: its results are this error,
+                # so a get() on a later stage raises instead of waiting forever.
+                stage = task.on_complete
+                while stage is not None:
+                    huey.put_result(stage.id, error)
+                    stage = stage.on_complete
+        outcome = Outcome(exception=exception, duration=duration)
+        signal = next((name for kind, name in FAILURE_SIGNALS
+                       if isinstance(exception, kind)), None)
+        if signal is not None:
+            self.signals.send(signal, task, outcome=outcome)
+        elif not isinstance(exception, RetryTask):
+            self.signals.send(S.SIGNAL_ERROR, task, exception, outcome=outcome)
+        self.post_execute.run(task, None, exception)
+        if not final:
+            self.signals.send(S.SIGNAL_RETRYING, task)
+            self.retry(task, retry_eta)
+            return
+        if task.on_error is not None:
+            task.on_error.extend_data(exception)
+            huey.enqueue(task.on_error)
+        if isinstance(exception, CancelExecution):
+            huey.chords.abort_member(task, Skipped('canceled', task.id))
+        else:
+            huey.chords.abort_member(task, error or Error(error_result(task, exception)))
+
+    def retry(self, task, retry_eta):
+        huey = self.huey
+        task.retries -= 1
+        if retry_eta is None and task.retry_delay:
+            retry_eta = normalize_time(delay=task.retry_delay, utc=huey.utc)
+            if task.retry_backoff:
+                task.retry_delay *= task.retry_backoff
+        logger.info('retrying %s (%d retries left) %s', task, task.retries,
+                    'at %s' % retry_eta if retry_eta else 'now')
+        try:
+            if retry_eta is None:
+                huey.enqueue(task)
+            else:
+                task.eta = retry_eta
+                huey.add_schedule(task)
+        except Exception as exc:
+            huey.emit_event(EVENT_ERROR_ENQUEUEING if retry_eta is None else EVENT_ERROR_SCHEDULING,
+                            task, exception=exc)
+            raise
+
+    def store_result(self, task, value, duration):
+        """Store a result, riding out a storage outage for RESULT_PATIENCE seconds.
+
+        A result that cannot be stored at all (too large, not serializable) is
+        reported with SIGNAL_ERROR and given up: the task ran, and running it
+        again would not help; its caller gets an error result instead.
+        """
+        huey = self.huey
+        try:
+            patiently(huey.storage, 'store the result of %s' % task, huey.put_result,
+                      task.id, value, patience=RESULT_PATIENCE)
+            return
+        except Exception as exc:
+            logger.exception('could not store the result of %s; it ran, but its result is lost',
+                             task)
+            self.signals.send(S.SIGNAL_ERROR, task, exc, outcome=Outcome(
+                exception=exc, duration=duration, storing_result=True))
+            if not isinstance(exc, huey.storage.transient_errors):
+                self.store_unstorable_result_error(task, exc)
+
+    def store_unstorable_result_error(self, task, exc):
+        error = HueyException('%s ran, but its return value could not be stored (%s: %s); '
+                              'return a value the serializer can store' % (task, type(exc).__name__, exc))
+        try:
+            self.huey.put_result(task.id, Error(error_result(task, error)))
+        except Exception:
+            logger.exception('could not store an error result for %s either', task)
+
+    # --- stopping -------------------------------------------------------------
+    def notify_interrupted(self):
+        """Send SIGNAL_INTERRUPTED for every task running now; returns those tasks."""
+        with self.running_lock:
+            interrupted, self.running = self.running, {}
+        now = time.monotonic()
+        for task, started in interrupted.items():
+            self.signals.send(S.SIGNAL_INTERRUPTED, task, outcome=Outcome(duration=now - started))
+        return list(interrupted)
