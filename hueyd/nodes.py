@@ -61,7 +61,8 @@ class Reporter:
         self.storage = child.huey.storage
         self.key = key
         self.node = node_id(child.master_pid)
-        self.enabled = self.storage.supports('put_state')
+        from hueyd.storage.protocols import NodeState  # here: see the module docstring
+        self.enabled = self.storage.supports(NodeState)
         self._lock = threading.Lock()
         self._closed = False
         self._next = 0.0
@@ -167,8 +168,9 @@ class NodeReporter(Reporter):
 
     kind = NODE
 
-    def __init__(self, scheduler):
+    def __init__(self, scheduler, pools):
         super().__init__(scheduler, node_id(scheduler.master_pid))
+        self.pools = pools
         try:
             import psutil
             self.master_started = psutil.Process(scheduler.master_pid).create_time()
@@ -186,7 +188,7 @@ class NodeReporter(Reporter):
             'version': hueyd_version(),
             'worker_type': config.worker_type,
             'workers': config.workers,
-            'pools': config.workers if config.worker_type == 'process' else config.processes,
+            'pools': self.pools,
             'periodic': not config.no_periodic,
             'metrics_port': getattr(config, 'metrics_port', None),
         }
@@ -211,7 +213,8 @@ def decode_records(records):
 def read_nodes(storage):
     """The live nodes, each a node record (or a stand-in when only its pools report)
     with ``pools``: its pool records, sorted."""
-    if not storage.supports('put_state'):
+    from hueyd.storage.protocols import NodeState  # here: see the module docstring
+    if not storage.supports(NodeState):
         return None
     nodes = {record.get('node'): dict(record, pools=[])
              for record in decode_records(storage.states(NODE))}

@@ -9,6 +9,7 @@ import pytest
 
 from hueyd.constants import EmptyData
 from hueyd.storage import PriorityRedisStorage, RedisStorage, SqliteStorage
+from hueyd.storage.protocols import Claimed, WriteBatching
 from support import make_storage, wait_until
 
 
@@ -42,6 +43,17 @@ def test_claim_moves_messages_out_of_the_queue_until_acked(store):
     assert store.claimed_items() == {}
     assert [data for _, data in store.claim('w2', count=5)] == [b'c']
     assert store.claim('w2') == []
+
+
+def test_every_claim_is_a_claimed_list(store):
+    fill(store, b'a')
+    store.put_revocation('r:a', b'1')
+    for claimed in (store.claim('w'), store.claim('w')):  # one message, then none
+        assert isinstance(claimed, Claimed)
+        if isinstance(store, RedisStorage):  # it reads them in the claim's round trip
+            assert claimed.revocations == {'r:a': b'1'}
+        else:
+            assert claimed.revocations is None
 
 
 def test_release_puts_messages_back_at_the_head_in_order(store):
@@ -185,7 +197,7 @@ def test_the_writes_of_every_batching_thread_go_out_together(store):
     thread.join()
     write(b'from this one')
     # Both wait in the one batch; a storage that does not batch (memory) wrote at once.
-    assert store.queue_size() == (0 if store.write_batch else 2)
+    assert store.queue_size() == (0 if store.supports(WriteBatching) else 2)
     store.flush_batch(wait=True)
     assert sorted(store.enqueued_items()) == [b'from another thread', b'from this one']
     with store.unbatched():

@@ -24,7 +24,7 @@ from hueyd.daemon import deaths
 from hueyd.daemon import master as master_module
 from hueyd.daemon.deaths import Death
 from hueyd.daemon.heartbeat import Heartbeat
-from hueyd.daemon.master import ChildRecord, Master, PendingPreflight
+from hueyd.daemon.master import ChildRecord, Master, PendingPreflight, Stop, pool_slot
 from hueyd.daemon.pool import Pool, worker_id
 from hueyd.daemon.scheduler import Scheduler
 from hueyd.exceptions import TaskException
@@ -57,7 +57,7 @@ def fork(body):
     return pid
 
 
-def child_ends(master, body, slot=0, heartbeat=None, **record):
+def child_ends(master, body, slot=pool_slot(0), heartbeat=None, **record):
     """Run ``body`` in a child the master knows as ``slot``; once it has exited, let the
     master reap it. Returns the child's pid."""
     heartbeat = heartbeat or Heartbeat(1)
@@ -89,14 +89,14 @@ def test_children_that_flag_a_boot_failure_three_times_stop_the_master_with_stat
         heartbeat = Heartbeat(1)
         child_ends(master, cannot_load(heartbeat), heartbeat=heartbeat)
         assert master.boot_failures == attempt
-    assert (master.stopping, master.exit_code) == ('fast', 1)
+    assert (master.stopping, master.exit_code) == (Stop.FAST, 1)
 
 
 def test_a_child_that_keeps_dying_before_it_booted_waits_longer_each_time(master):
     delays = []
     for _ in range(4):
-        child_ends(master, lambda: os.kill(os.getpid(), signal.SIGKILL), slot=1)
-        delays.append(master.respawn_at.get(1, 0) - time.monotonic())
+        child_ends(master, lambda: os.kill(os.getpid(), signal.SIGKILL), slot=pool_slot(1))
+        delays.append(master.respawn_at.get(pool_slot(1), 0) - time.monotonic())
     assert delays[0] <= 0 < delays[1] < delays[2] < delays[3], delays
     assert master.boot_failures == 0 and master.stopping is None
 
@@ -113,7 +113,7 @@ def test_a_pool_killed_while_running_tasks_leaves_a_death_for_its_replacement(ma
         os.kill(os.getpid(), signal.SIGSEGV)
 
     pid = child_ends(master, body, heartbeat=heartbeat)
-    assert master.deaths[0] == [Death(worker_id(pid), ('first-task',), 'signal SIGSEGV')]
+    assert master.deaths[pool_slot(0)] == [Death(worker_id(pid), ('first-task',), 'signal SIGSEGV')]
 
 
 def test_a_pool_that_exits_0_while_running_a_task_was_ended_by_it_not_recycled(master):
@@ -125,19 +125,20 @@ def test_a_pool_that_exits_0_while_running_a_task_was_ended_by_it_not_recycled(m
         os._exit(0)
 
     pid = child_ends(master, body, heartbeat=heartbeat)
-    assert master.deaths[0] == [Death(worker_id(pid), ('the-task',), 'exit 0 while running a task')]
+    assert master.deaths[pool_slot(0)] == [Death(worker_id(pid), ('the-task',), 'exit 0 while running a task')]
 
 
 def test_a_pool_that_booted_has_settled_its_deaths_and_hands_them_to_no_other(master):
     death = Death('host:1', ('t',), 'signal SIGKILL')
-    master.deaths[0] = [death]
+    master.deaths[pool_slot(0)] = [death]
     heartbeat = Heartbeat(1)
     pid = fork(lambda: (heartbeat.mark_booted(), time.sleep(60)))
-    record = ChildRecord(pid, 0, master.generation, heartbeat, time.monotonic(), deaths=(death,))
+    record = ChildRecord(pid, pool_slot(0), master.generation, heartbeat, time.monotonic(),
+                         deaths=(death,))
     master.children[pid] = record
     wait_until(lambda: heartbeat.booted, timeout=10)
     master.check_health()
-    assert master.deaths[0] == [] and record.deaths == ()
+    assert master.deaths[pool_slot(0)] == [] and record.deaths == ()
 
 
 # -- the preflight ------------------------------------------------------------------------

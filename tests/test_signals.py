@@ -12,7 +12,7 @@ import time
 import pytest
 
 from drain import drain, run_due
-from hueyd import CancelExecution, TaskException
+from hueyd import CancelExecution, TaskException, TaskLockedException
 from hueyd.result import Error
 from hueyd.signals import (SIGNAL_CANCELED, SIGNAL_COMPLETE, SIGNAL_ENQUEUED, SIGNAL_ERROR,
                            SIGNAL_EXECUTING, SIGNAL_EXPIRED, SIGNAL_INTERRUPTED,
@@ -423,6 +423,58 @@ def test_disconnect_signal(huey):
     huey.disconnect_signal(some_signals)  # from all that remain
     run_once_free_and_once_locked()
     assert chosen == [SIGNAL_COMPLETE]
+
+
+def test_an_observer_gets_the_exception_behind_a_failure_signal(huey):
+    seen = []
+
+    @huey.observe(SIGNAL_LOCKED)
+    def observer(signal, task, outcome):
+        seen.append(outcome)
+
+    @huey.task()
+    @huey.lock_task('held')
+    def job():
+        return 1
+
+    with huey.lock_task('held'):
+        job()
+        drain(huey)
+    [outcome] = seen
+    assert isinstance(outcome.exception, TaskLockedException)
+
+
+def test_an_observer_gets_how_long_the_task_ran(huey):
+    durations = []
+
+    @huey.observe(SIGNAL_COMPLETE)
+    def observer(signal, task, outcome):
+        durations.append(outcome.duration)
+
+    @huey.task()
+    def nap():
+        time.sleep(0.05)
+
+    nap()
+    drain(huey)
+    assert len(durations) == 1 and 0.05 <= durations[0] < 10
+
+
+def test_an_observer_is_disconnected_like_a_receiver(huey):
+    seen = []
+
+    @huey.observe()
+    def observer(signal, task, outcome):
+        seen.append(signal)
+
+    @huey.task()
+    def job():
+        return 1
+
+    huey.disconnect_signal(observer)
+    job()
+    drain(huey)
+    assert seen == []
 
 
 def test_unknown_signal_name_raises(huey):

@@ -8,8 +8,10 @@ import pytest
 
 from hueyd.constants import EmptyData
 from hueyd.exceptions import ConfigurationError
-from hueyd.storage import (MemoryStorage, PriorityRedisStorage, RedisStorage, SqliteStorage,
-                           storage_from_url)
+from hueyd.storage import (BaseStorage, MemoryStorage, PriorityRedisStorage, RedisStorage,
+                           SqliteStorage, storage_from_url)
+from hueyd.storage.protocols import (Claims, Counters, DataStore, DeadLetters, Events, NodeState,
+                                     Queue, Schedule, WriteBatching)
 from support import make_storage, wait_until
 
 
@@ -333,6 +335,54 @@ def test_flush_all(storage):
     assert storage.incr('c') == 1
 
 
+# --- the declared contract (the table in hueyd/storage/base.py) -------------
+
+EVERY_PROTOCOL = (Queue, Schedule, DataStore, Counters, Claims, DeadLetters, Events, NodeState,
+                  WriteBatching)
+
+
+def test_each_storage_supports_what_it_declares(storage):
+    batches = not isinstance(storage, MemoryStorage)
+    assert [storage.supports(p) for p in EVERY_PROTOCOL] == [True] * 8 + [batches]
+    assert storage.supports_events
+
+
+def test_a_storage_that_leaves_out_a_required_method_names_it():
+    class HalfQueue(BaseStorage):
+        def __init__(self):
+            super().__init__()
+            self.items = []
+
+        def enqueue(self, data, priority=None):
+            self.items.append(data)
+
+    storage = HalfQueue()
+    storage.enqueue_many([(b'a', None), (b'b', 3)])  # a default built on enqueue()
+    assert storage.items == [b'a', b'b']
+    with pytest.raises(NotImplementedError) as info:
+        storage.dequeue()
+    assert 'HalfQueue' in str(info.value) and 'Queue.dequeue' in str(info.value)
+
+
+def test_what_a_storage_answers_for_the_optional_protocols_it_does_not_declare():
+    storage = BaseStorage('bare')
+    assert [storage.supports(p) for p in EVERY_PROTOCOL] == [True] * 4 + [False] * 5
+    assert not storage.supports_events
+    for call in (storage.listener, lambda: iter(storage)):
+        with pytest.raises(ConfigurationError) as info:
+            call()
+        assert 'BaseStorage' in str(info.value)
+    assert storage.dead_letters() == [] and storage.remove_dead_letters(['x']) == 0
+    with pytest.raises(NotImplementedError):
+        storage.add_dead_letter('x', b'record')
+    assert storage.states('node') == {}
+    storage.begin_batch()  # writes go out at once: nothing to batch
+    with storage.unbatched():
+        pass
+    storage.flush_batch(wait=True)
+    storage.end_batch()
+
+
 # --- storage_from_url ------------------------------------------------------
 
 @pytest.mark.parametrize('url, storage_class, kwargs', [
@@ -579,6 +629,24 @@ def test_redis_key_layout(redis_server, queue_name):
         assert client.hgetall(prefix + 'counters') == {b'c': b'1'}
         storage.flush_all()
         assert client.keys(prefix + '*') == []
+    finally:
+        storage.flush_all()
+        storage.close()
+        client.close()
+
+
+def test_redis_schedule_members_have_the_layout_the_scripts_read(redis_server, queue_name):
+    storage = PriorityRedisStorage(queue_name, url=redis_server.url)
+    client = redis_server.client()
+    try:
+        storage.add_to_schedule(b'msg', 1.0, priority=-3)
+        assert client.zrange('hueyd.%s.schedule' % queue_name, 0, -1) == [
+            b'0000000000000001' b'-0000000003' b'msg']
+        assert storage.scheduled_items() == [b'msg']
+        assert storage.move_due(2.0) == [b'msg']
+        assert client.zrange('hueyd.%s.queue' % queue_name, 0, -1, withscores=True) == [
+            (b'0000000000000001' b'msg', 3.0)]
+        assert storage.dequeue() == b'msg'
     finally:
         storage.flush_all()
         storage.close()

@@ -184,9 +184,14 @@ def _read_file(path, named_by):
 
 # -- loading ------------------------------------------------------------------
 
-MISSING_APP = ('no application given: name the Huey instance to run as the IMPORT_PATH argument '
-               '(hueyd blog.main.huey), as "app = blog.main.huey" in the [hueyd] section of the '
-               'config file, or in the HUEYD_APP environment variable')
+class MissingApp(ConfigError):
+    """No application is named anywhere (argument, config file, environment)."""
+
+    def __init__(self):
+        super().__init__(
+            'no application given: name the Huey instance to run as the IMPORT_PATH argument '
+            '(hueyd blog.main.huey), as "app = blog.main.huey" in the [hueyd] section of the '
+            'config file, or in the HUEYD_APP environment variable')
 
 
 def load_config(argv=None, environ=os.environ):
@@ -207,7 +212,7 @@ def load_config(argv=None, environ=os.environ):
                 values[BY_NAME[name].excludes] = False
         values.update(level)
     if not values['app']:
-        raise ConfigError(MISSING_APP)
+        raise MissingApp()
     return Config(config_file=path, **values)
 
 

@@ -26,7 +26,7 @@ import os
 import sys
 import time
 
-from hueyd.cli.config import EX_CONFIG, MISSING_APP, ConfigError, load_config
+from hueyd.cli.config import EX_CONFIG, ConfigError, MissingApp, load_config
 
 EX_OK, EX_FAILED, EX_USAGE, EX_NOT_FOUND = 0, 1, 2, 3
 CONFIG_SUFFIXES = ('.conf', '.ini', '.cfg')
@@ -83,11 +83,11 @@ def open_app(args):
         config_file = getattr(args, 'config', None)
         try:
             config = load_config(['--config', config_file] if config_file else [], os.environ)
+        except MissingApp:
+            raise Failure('no application named: pass --app IMPORT_PATH (the path hueyd '
+                          'runs, e.g. blog.main.huey), or --config FILE (the config file hueyd '
+                          'runs with, for its app key), or set HUEYD_APP', EX_CONFIG) from None
         except ConfigError as exc:
-            if str(exc) == MISSING_APP:
-                raise Failure('no application named: pass --app IMPORT_PATH (the path hueyd '
-                              'runs, e.g. blog.main.huey), or --config FILE (the config file hueyd '
-                              'runs with, for its app key), or set HUEYD_APP', EX_CONFIG) from None
             raise Failure('configuration error: %s' % exc, EX_CONFIG) from None
         app_path = config.app
     try:
@@ -98,11 +98,7 @@ def open_app(args):
 
 def describe_storage(huey):
     storage = huey.storage
-    where = getattr(storage, 'filename', None)
-    if where is None and hasattr(storage, 'pool'):
-        kwargs = storage.pool.connection_kwargs
-        where = kwargs.get('path') or '%s:%s/%s' % (kwargs.get('host'), kwargs.get('port'),
-                                                     kwargs.get('db', 0))
+    where = storage.location()
     return '%s %r%s' % (type(storage).__name__, huey.name, ' at %s' % where if where else '')
 
 

@@ -47,13 +47,10 @@ def configure(config):
 def reopen():
     """Reopen the log file after logrotate moved it (SIGUSR1)."""
     if isinstance(_handler, logging.FileHandler):
-        _handler.acquire()
-        try:
-            if _handler.stream:
-                _handler.stream.close()
-            _handler.stream = _handler._open()
-        finally:
-            _handler.release()
+        stream = open(_handler.baseFilename, 'a', encoding=_handler.encoding)
+        previous = _handler.setStream(stream)  # under the handler's lock
+        if previous is not None:
+            previous.close()
         enable_tracebacks()  # faulthandler writes to a file descriptor: the new one
 
 

@@ -18,6 +18,7 @@ first gets SIGABRT, which makes it write every thread's stack to the log, then
 SIGKILL.
 """
 import dataclasses
+import enum
 import errno
 import fcntl
 import logging
@@ -33,7 +34,7 @@ from hueyd.daemon.child import MASTER_SIGNALS, Child, exit_code_description
 from hueyd.daemon.deaths import Death
 from hueyd.daemon.heartbeat import Heartbeat
 from hueyd.daemon.notify import Notifier
-from hueyd.daemon.pool import Pool, worker_id
+from hueyd.daemon.pool import Pool, pool_count, worker_id, workers_per_pool
 from hueyd.daemon.proctitle import set_title
 from hueyd.daemon.scheduler import Scheduler
 from hueyd.exceptions import ConfigError
@@ -46,14 +47,35 @@ TRACE_GRACE = 5.0           # after SIGABRT, a hung child gets this long to log 
 BOOT_FAILURE_LIMIT = 3      # consecutive children that cannot import the app
 MAX_RESPAWN_DELAY = 10.0
 PREFLIGHT_TIMEOUT = 120.0
-SCHEDULER = 'scheduler'
-PREFLIGHT = 'preflight'
+
+
+class Stop(enum.Enum):
+    GRACEFUL = 'graceful'   # SIGINT: running tasks finish (within --graceful-timeout)
+    FAST = 'fast'           # SIGTERM: running tasks are interrupted and handed back
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """A place the master keeps one child in: a pool, the scheduler or the preflight."""
+    role: str
+    index: int = 0          # a pool's, from 0
+
+    def name(self):
+        return 'pool %d' % (self.index + 1) if self.role == 'pool' else self.role
+
+
+SCHEDULER = Slot('scheduler')
+PREFLIGHT = Slot('preflight')
+
+
+def pool_slot(index):
+    return Slot('pool', index)
 
 
 @dataclasses.dataclass
 class ChildRecord:
     pid: int
-    slot: object            # pool index, SCHEDULER or PREFLIGHT
+    slot: Slot
     generation: int
     heartbeat: Heartbeat
     started: float
@@ -62,9 +84,7 @@ class ChildRecord:
     deaths: tuple = ()      # the Deaths handed to this pool to settle
 
     def name(self):
-        if self.slot in (SCHEDULER, PREFLIGHT):
-            return self.slot
-        return 'pool %d' % (self.slot + 1)
+        return self.slot.name()
 
 
 @dataclasses.dataclass
@@ -92,7 +112,7 @@ class Preflight(Child):
         huey = self.load()
         if huey is None:
             return self.boot_failed()
-        if not getattr(huey.storage, 'shared', True):
+        if not huey.storage.shared:
             logger.error('%s keeps tasks in %s, which lives inside one process; the daemon '
                          'needs storage its processes share: use SqliteHuey, RedisHuey or '
                          'Huey(url="sqlite:///..." or "redis://...")',
@@ -119,7 +139,7 @@ class Master:
         self.children = {}          # pid -> ChildRecord
         self.generation = 0
         self.signals = []           # queued by handlers, handled by the loop
-        self.stopping = None        # None, 'graceful' or 'fast'
+        self.stopping = None        # a Stop, once stopping
         self.stop_deadline = None
         self.boot_failures = 0
         self.exit_code = 0
@@ -224,14 +244,14 @@ class Master:
         if signum == signal.SIGINT:
             if self.stopping:
                 logger.warning('%s again: stopping fast', name)
-                self.begin_stop('fast')
+                self.begin_stop(Stop.FAST)
             else:
                 logger.info('%s: graceful stop, running tasks may take %ss to finish',
                             name, self.config.graceful_timeout)
-                self.begin_stop('graceful')
+                self.begin_stop(Stop.GRACEFUL)
         elif signum == signal.SIGTERM:
             logger.info('%s: fast stop, running tasks go back on the queue', name)
-            self.begin_stop('fast')
+            self.begin_stop(Stop.FAST)
         elif self.stopping:
             logger.info('%s ignored while stopping', name)
         elif signum == signal.SIGHUP:
@@ -245,9 +265,7 @@ class Master:
 
     # --- children -------------------------------------------------------------
     def desired_slots(self):
-        config = self.config
-        pools = config.workers if config.worker_type == 'process' else config.processes
-        return list(range(pools)) + [SCHEDULER]
+        return [pool_slot(index) for index in range(pool_count(self.config))] + [SCHEDULER]
 
     def spawn_missing(self):
         if not self.started:
@@ -264,10 +282,10 @@ class Master:
             heartbeat = Heartbeat()
             child = Scheduler(self.config, heartbeat, self.pid, self.app)
         else:
-            heartbeat = Heartbeat(Pool.worker_count(self.config))
+            heartbeat = Heartbeat(workers_per_pool(self.config))
             deaths = tuple(self.deaths.get(slot, ()))
-            child = Pool(self.config, heartbeat, self.pid, slot,
-                         len(self.desired_slots()) - 1, self.app, deaths)
+            child = Pool(self.config, heartbeat, self.pid, slot.index, pool_count(self.config),
+                         self.app, deaths)
         pid = self.fork(child)
         record = ChildRecord(pid, slot, self.generation, heartbeat, time.monotonic(), deaths=deaths)
         self.children[pid] = record
@@ -341,7 +359,7 @@ class Master:
                                 'the service manager sees the failure', self.config.app,
                                 self.boot_failures)
                 self.exit_code = 1
-                self.begin_stop('fast')
+                self.begin_stop(Stop.FAST)
                 return
         elif not running:
             logger.error('%s %d died (%s); starting a new one', what, record.pid, how)
@@ -426,12 +444,11 @@ class Master:
     # --- stopping -------------------------------------------------------------
     def begin_stop(self, how):
         self.notifier.stopping()
-        if how == 'graceful':
-            self.stopping = 'graceful'
+        self.stopping = how
+        if how is Stop.GRACEFUL:
             self.stop_deadline = time.monotonic() + self.config.graceful_timeout
             self.kill_all(signal.SIGINT)
         else:
-            self.stopping = 'fast'
             self.stop_deadline = time.monotonic() + FAST_STOP_TIMEOUT
             self.kill_all(signal.SIGTERM)
         set_title('master %s stopping' % self.config.app)
@@ -439,10 +456,10 @@ class Master:
     def advance_stop(self):
         if time.monotonic() < self.stop_deadline:
             return
-        if self.stopping == 'graceful':
+        if self.stopping is Stop.GRACEFUL:
             logger.warning('tasks still running after --graceful-timeout %ss; stopping fast',
                            self.config.graceful_timeout)
-            self.begin_stop('fast')
+            self.begin_stop(Stop.FAST)
         else:
             logger.error('children did not stop within %ss; killing them', FAST_STOP_TIMEOUT)
             self.kill_all(signal.SIGKILL)
@@ -550,7 +567,7 @@ class Master:
         if not self.started:
             logger.error('the application could not be loaded; see the error above')
             self.exit_code = 1
-            self.begin_stop('fast')
+            self.begin_stop(Stop.FAST)
         else:
             logger.error('the application could not be loaded with the new configuration; '
                          'keeping the running children')
@@ -558,10 +575,8 @@ class Master:
 
     # --- systemd and pidfile --------------------------------------------------
     def status_text(self):
-        pools = len(self.desired_slots()) - 1
-        per_pool = Pool.worker_count(self.config)
         return '%d pool(s) x %d %s worker(s), scheduler%s' % (
-            pools, per_pool, self.config.worker_type,
+            pool_count(self.config), workers_per_pool(self.config), self.config.worker_type,
             '' if not self.config.no_periodic else ' (no periodic tasks)')
 
     def ping_watchdog(self):

@@ -35,6 +35,7 @@ from hueyd.exceptions import HueyException, Interrupted
 from hueyd.metrics import count_tasks
 from hueyd.nodes import PoolReporter
 from hueyd.storage.patience import patiently
+from hueyd.storage.protocols import Claimed, Claims
 
 logger = logging.getLogger('hueyd.daemon')
 
@@ -47,14 +48,19 @@ def worker_id(pid):
     return '%s:%d' % (socket.gethostname(), pid)
 
 
+def pool_count(config):
+    """Pool processes the master runs: -k process runs one per worker, the others --processes."""
+    return config.workers if config.worker_type == 'process' else config.processes
+
+
+def workers_per_pool(config):
+    """Workers in one pool process: -k process runs one, in the main thread."""
+    return 1 if config.worker_type == 'process' else config.workers
+
+
 class Pool(Child):
     kind = 'pool'
     reporter = None  # publishes this pool's state for hueyctl status, once the app is loaded
-
-    @staticmethod
-    def worker_count(config):
-        """Workers in one pool process: -k process runs one, in the main thread."""
-        return 1 if config.worker_type == 'process' else config.workers
 
     def __init__(self, config, heartbeat, master_pid, index, count, app=None, deaths=()):
         super().__init__(config, heartbeat, master_pid, app)
@@ -62,7 +68,7 @@ class Pool(Child):
         self.count = count
         self.deaths = deaths  # of the pools before this one in its slot: settled at boot
         self.in_main_thread = config.worker_type == 'process'
-        self.workers = self.worker_count(config)
+        self.workers = workers_per_pool(config)
         self.current = {}  # worker number -> (task, monotonic start, receipt, raw message)
         self.worker_id = None  # set after fork: this process's own id
         self.claims = None  # whether the storage supports claims, known once the app loads
@@ -89,11 +95,11 @@ class Pool(Child):
         self.start_heartbeat(on_beat=self.on_beat)
         if self.load() is None:
             return EXIT_BOOT_FAILED
-        self.claims = self.huey.storage.supports('claim')
+        self.claims = self.huey.storage.supports(Claims)
         if not self.claims:
             logger.warning('%s cannot claim messages: a task running when this pool dies is '
                            'lost (at-most-once delivery)', type(self.huey.storage).__name__)
-        self.size_connection_pool()
+        self.huey.storage.reserve_connections(self.workers + 2)  # + the fetcher and the heartbeat
         self.settle_deaths()
         self.reporter = PoolReporter(self)
         if self.config.metrics_port:
@@ -113,11 +119,6 @@ class Pool(Child):
     def settle_deaths(self):
         """Count the crashes of the tasks that killed the pools before this one (hueyd.daemon.deaths)."""
         if not self.claims or not self.deaths:
-            return
-        if not self.huey.storage.supports('worker_claims'):
-            logger.warning('%s cannot list a worker\'s claims (worker_claims): the crashes of '
-                           'tasks that killed a pool are not counted, so such a task runs again '
-                           'and again', type(self.huey.storage).__name__)
             return
         for death in self.deaths:
             what = ('count the crash of %s (else its tasks come back after --lease-timeout, '
@@ -241,7 +242,7 @@ class Pool(Child):
             return []
         self._delay = config.delay
         tasks = [self.decode(data) for _, data in claimed]
-        revocations = getattr(claimed, 'revocations', None)
+        revocations = claimed.revocations
         if revocations is None:
             try:
                 revocations = huey.read_revocations(
@@ -275,7 +276,7 @@ class Pool(Child):
         if self.claims:
             return storage.claim(self.worker_id, count, self.config.lease_timeout)
         data = storage.dequeue()  # a storage without claims: at-most-once delivery
-        return [] if data is None else [(None, data)]
+        return Claimed([] if data is None else [(None, data)])
 
     def decode(self, data):
         """The task in a message, or the exception that says why there is none."""
@@ -445,9 +446,3 @@ class Pool(Child):
             return '%s busy %s %.1fs' % (prefix, task.name, time.monotonic() - started)
         return '%s [%d/%d busy]' % (prefix, len(running), self.workers)
 
-    def size_connection_pool(self):
-        """A connection per worker (plus spares) so greenlets never wait for one."""
-        pool = getattr(self.huey.storage, 'pool', None)
-        wanted = self.workers + 2
-        if pool is not None and getattr(pool, 'max_connections', wanted) < wanted:
-            pool.max_connections = wanted

@@ -13,9 +13,11 @@ import signal
 import time
 
 from hueyd.daemon.child import EXIT_BOOT_FAILED, Child
+from hueyd.daemon.pool import pool_count
 from hueyd.events import EVENT_CHECKING_PERIODIC, EVENT_SCHEDULING_PERIODIC
 from hueyd.metrics import MetricsServer
 from hueyd.nodes import NodeReporter
+from hueyd.storage.protocols import Claims
 from hueyd.times import now
 
 logger = logging.getLogger('hueyd.daemon')
@@ -40,7 +42,7 @@ class Scheduler(Child):
         logger.info('scheduler ready (interval %ss, periodic tasks %s)',
                     self.config.scheduler_interval,
                     'off' if self.config.no_periodic else 'on')
-        self.reporter = NodeReporter(self)
+        self.reporter = NodeReporter(self, pool_count(self.config))
         metrics = self.config.metrics_port and MetricsServer(
             self.huey, self.config, self.master_pid).start()
         self.loop()
@@ -53,7 +55,7 @@ class Scheduler(Child):
         config = self.config
         next_full_read = next_recovery = 0.0
         recovery_interval = min(5.0, config.lease_timeout / 3)
-        can_recover = self.huey.storage.supports('recover')
+        can_recover = self.huey.storage.supports(Claims)
         last_minute = None
         outage_delay = None
         while not self.stopping:

@@ -11,9 +11,11 @@ import time
 
 from hueyd.constants import EmptyData
 from hueyd.storage.base import BaseStorage
+from hueyd.storage.listener import EventListener
+from hueyd.storage.protocols import Claimed, Claims, DeadLetters, Events, NodeState
 
 
-class MemoryStorage(BaseStorage):
+class MemoryStorage(Claims, DeadLetters, Events, NodeState, BaseStorage):
     blocking = False
     shared = False
     #: Honours ``priority`` (see RedisStorage, which does not).
@@ -31,6 +33,8 @@ class MemoryStorage(BaseStorage):
         self._claims = {}     # worker -> {receipt (the seq): queue entry}
         self._leases = {}     # worker -> monotonic expiry
         self._dead = {}       # key -> record, in insertion order
+        self._states = {}     # kind -> {key: (value, monotonic expiry)}
+        self._events = _EventLog()
 
     # --- queue -------------------------------------------------------------
     def enqueue(self, data, priority=None):
@@ -151,24 +155,14 @@ class MemoryStorage(BaseStorage):
             self._counters = {}
 
     # --- events: an in-process log (this process's listeners only) -------------
-    supports_events = True
-    events_by_default = False
     events_keep = 10000
 
-    def _event_log(self):
-        log = self.__dict__.get('_events')
-        if log is None:
-            with self._lock:
-                log = self.__dict__.setdefault('_events', _EventLog(self.events_keep))
-        return log
-
     def publish_events(self, events):
-        self._event_log().append(events)
+        self._events.append(events, self.events_keep)
 
     def listener(self):
-        from hueyd.events import EventListener
-        self._check_events_enabled()
-        log = self._event_log()
+        self.check_events_enabled()
+        log = self._events
         position = [log.last]
 
         def fetch(timeout):
@@ -187,7 +181,7 @@ class MemoryStorage(BaseStorage):
                 entry = heapq.heappop(self._queue)
                 claims[entry[1]] = entry
                 taken.append((entry[1], entry[2]))
-            return taken
+            return Claimed(taken)
 
     def ack(self, worker, receipts):
         with self._lock:
@@ -258,7 +252,7 @@ class MemoryStorage(BaseStorage):
     # --- node state ----------------------------------------------------------
     def _state_of(self, kind):
         """``{key: (value, monotonic expiry)}`` of ``kind`` (lock held)."""
-        return self.__dict__.setdefault('_states', {}).setdefault(kind, {})
+        return self._states.setdefault(kind, {})
 
     def put_state(self, kind, key, value, ttl):
         with self._lock:
@@ -282,18 +276,21 @@ def _count(limit, items):
 
 
 class _EventLog:
-    """The newest ``keep`` events, numbered; readers wait on a condition for new ones."""
+    """The newest events, numbered; readers wait on a condition for new ones."""
 
-    def __init__(self, keep):
-        self._entries = collections.deque(maxlen=keep)  # (number, data)
+    def __init__(self):
+        self._entries = collections.deque()  # (number, data)
         self._cond = threading.Condition()
         self.last = 0
 
-    def append(self, events):
+    def append(self, events, keep):
+        """Add ``events``, then forget all but the newest ``keep``."""
         with self._cond:
             for data in events:
                 self.last += 1
                 self._entries.append((self.last, data))
+            while len(self._entries) > keep:
+                self._entries.popleft()
             self._cond.notify_all()
 
     def read(self, after, timeout):

@@ -8,9 +8,9 @@ Keys for a queue called ``<name>``:
 ``hueyd.<name>.queue.seq``
     counter behind PriorityRedisStorage's member prefixes.
 ``hueyd.<name>.schedule`` and ``hueyd.<name>.schedule.seq``
-    sorted set scored by timestamp; every member is a 16-digit counter value
-    followed by the message, so equal messages stay distinct and equal
-    timestamps keep insertion order. The prefix is stripped on read.
+    sorted set scored by timestamp; every member is a header (see LAYOUT),
+    then the message, so equal messages stay distinct and equal timestamps
+    keep insertion order. The header is stripped on read.
 ``hueyd.<name>.results``
     hash of the values stored with ``is_result=True``.
 ``hueyd.<name>.data``
@@ -40,21 +40,38 @@ from contextlib import contextmanager
 
 from hueyd.constants import EmptyData
 from hueyd.exceptions import ConfigurationError
-from hueyd.storage.base import BaseStorage, Claimed
+from hueyd.storage.base import BaseStorage
 from hueyd.storage.batch import SharedBatch
+from hueyd.storage.listener import EventListener
+from hueyd.storage.protocols import Claimed, Claims, DeadLetters, Events, NodeState, WriteBatching
 
 try:
     import redis
 except ImportError:  # pragma: no cover - redis is a hard dependency of hueyd
     redis = None
 
-PREFIX_LEN = 16
+# The header of a sorted-set member, the one layout Python and the Lua scripts
+# share (the scripts are formatted from LAYOUT): a sequence number of SEQ_LEN
+# digits, so equal messages stay distinct and equal scores keep insertion order;
+# then, in the schedule of a PriorityRedisStorage only, the priority the message
+# will be queued with, as PRIORITY_LEN characters (a sign and digits); then the
+# message.
+SEQ_LEN = 16
+PRIORITY_LEN = 11
+PRIORITY_FORMAT = b'%%+0%dd' % PRIORITY_LEN
+LAYOUT = {
+    'seq_format': '%%0%dd' % SEQ_LEN,  # for Lua's string.format
+    # Lua's string.sub counts from 1, both ends included.
+    'after_seq': SEQ_LEN + 1,
+    'priority_end': SEQ_LEN + PRIORITY_LEN,
+    'after_priority': SEQ_LEN + PRIORITY_LEN + 1,
+}
 
 # KEYS: target, sequence. ARGV: data, score.
 ADD_WITH_SEQ = """
 local n = redis.call('INCR', KEYS[2])
-redis.call('ZADD', KEYS[1], ARGV[2], string.format('%016d', n) .. ARGV[1])
-"""
+redis.call('ZADD', KEYS[1], ARGV[2], string.format('%(seq_format)s', n) .. ARGV[1])
+""" % LAYOUT
 
 # KEYS: schedule. ARGV: max score.
 READ_SCHEDULE = """
@@ -178,8 +195,7 @@ return moved
 """
 
 # KEYS: schedule, queue, queue sequence, wake. ARGV: priority flag, max score.
-# Schedule members are a 16-digit counter, then (priority queues only) an
-# 11-character priority, then the message.
+# Schedule members are laid out as LAYOUT says.
 MOVE_DUE = """
 local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 if #items == 0 then return items end
@@ -187,19 +203,40 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 for _, item in ipairs(items) do
     if ARGV[1] == '1' then
         local n = redis.call('INCR', KEYS[3])
-        redis.call('ZADD', KEYS[2], -tonumber(string.sub(item, 17, 27)),
-                   string.format('%016d', n) .. string.sub(item, 28))
+        redis.call('ZADD', KEYS[2], -tonumber(string.sub(item, %(after_seq)d, %(priority_end)d)),
+                   string.format('%(seq_format)s', n) .. string.sub(item, %(after_priority)d))
         redis.call('LPUSH', KEYS[4], '1')
         redis.call('LTRIM', KEYS[4], 0, 63)
     else
-        redis.call('LPUSH', KEYS[2], string.sub(item, 17))
+        redis.call('LPUSH', KEYS[2], string.sub(item, %(after_seq)d))
     end
 end
 return items
+""" % LAYOUT
+
+# Node state: per kind, a hash of values and a sorted set of expiries. Expiry
+# times come from Redis TIME, so nodes with skewed clocks still agree. Both keys
+# also carry a Redis expiry, so nothing lingers once every node is gone.
+# KEYS: values hash, expiries zset. ARGV: key, value, ttl seconds ('' for a read).
+STATE = LUA_NOW + """
+local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+if #dead > 0 then
+    redis.call('HDEL', KEYS[1], unpack(dead))
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+end
+if ARGV[3] == '' then return redis.call('HGETALL', KEYS[1]) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+local keep = math.ceil(tonumber(ARGV[3]) * 1000) + 1000
+for _, key in ipairs(KEYS) do
+    if redis.call('PTTL', key) < keep then redis.call('PEXPIRE', key, keep) end
+end
+return {}
 """
 
 
-class RedisStorage(BaseStorage):
+class RedisStorage(Claims, DeadLetters, Events, NodeState,
+                   WriteBatching, BaseStorage):
     #: False: messages come out in FIFO order whatever their priority.
     priority = False
     transient_errors = BaseStorage.transient_errors + (
@@ -267,6 +304,7 @@ class RedisStorage(BaseStorage):
         self._release = self.conn.register_script(RELEASE)
         self._requeue_claims = self.conn.register_script(REQUEUE_CLAIMS)
         self._move_due = self.conn.register_script(MOVE_DUE)
+        self._state = self.conn.register_script(STATE)
         # The writes whose answer nobody waits for (enqueue, schedule, put_data,
         # ack, events) of the batching threads: one pipeline, one round trip.
         self.write_batch = SharedBatch(self._new_batch, self._send_batch)
@@ -298,6 +336,16 @@ class RedisStorage(BaseStorage):
         pipe = self.conn.pipeline(transaction=transaction)
         yield pipe
         pipe.execute()
+
+    def location(self):
+        kwargs = self.pool.connection_kwargs
+        return kwargs.get('path') or '%s:%s/%s' % (kwargs.get('host'), kwargs.get('port'),
+                                                   kwargs.get('db', 0))
+
+    def reserve_connections(self, count):
+        # redis-py's pool raises "Too many connections" past max_connections.
+        if self.pool.max_connections < count:
+            self.pool.max_connections = count
 
     def close(self):
         if self._own_pool:
@@ -338,8 +386,8 @@ class RedisStorage(BaseStorage):
         self.conn.delete(self.queue_key, self.queue_seq_key, self.wake_key, self.leases_key, *claims)
 
     # --- schedule ----------------------------------------------------------
-    #: What precedes the message in a schedule member (see MOVE_DUE).
-    schedule_prefix_len = PREFIX_LEN
+    #: What precedes the message in a schedule member (see LAYOUT).
+    schedule_prefix_len = SEQ_LEN
 
     def _schedule_member(self, data, priority):
         return data
@@ -464,7 +512,6 @@ class RedisStorage(BaseStorage):
         self.conn.delete(self.counters_key)
 
     # --- events: PUBLISH on hueyd.<name>.events ------------------------------
-    supports_events = True
     events_by_default = True  # as huey's RedisHuey
 
     @property
@@ -481,8 +528,7 @@ class RedisStorage(BaseStorage):
 
     def listener(self):
         """Subscribes now (it returns once Redis confirmed), so no later event is missed."""
-        from hueyd.events import EventListener
-        self._check_events_enabled()
+        self.check_events_enabled()
         pubsub = self.conn.pubsub()
         pubsub.subscribe(self.events_channel)
         early = []
@@ -603,36 +649,13 @@ class RedisStorage(BaseStorage):
             pipe.lrem(self.dead_order_key, 1, key)
         return pipe.execute()[0]
 
-    # --- node state: per kind, a hash of values and a sorted set of expiries ------
-    # Expiry times come from Redis TIME, so nodes with skewed clocks still agree.
-    # Both keys also carry a Redis expiry, so nothing lingers once every node is gone.
-
-    # KEYS: values hash, expiries zset. ARGV: key, value, ttl seconds ('' for a read).
-    STATE_SCRIPT = LUA_NOW + """
-    local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
-    if #dead > 0 then
-        redis.call('HDEL', KEYS[1], unpack(dead))
-        redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-    end
-    if ARGV[3] == '' then return redis.call('HGETALL', KEYS[1]) end
-    redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
-    local keep = math.ceil(tonumber(ARGV[3]) * 1000) + 1000
-    for _, key in ipairs(KEYS) do
-        if redis.call('PTTL', key) < keep then redis.call('PEXPIRE', key, keep) end
-    end
-    return {}
-    """
-
+    # --- node state: the STATE script --------------------------------------------
     def _state_keys(self, kind):
         key = 'hueyd.%s.state.%s' % (self.name, kind)
         return [key, key + '.expires']
 
     def _state_script(self, kind, *args):
-        script = self.__dict__.get('_state')
-        if script is None:
-            script = self._state = self.conn.register_script(self.STATE_SCRIPT)
-        return script(keys=self._state_keys(kind), args=args)
+        return self._state(keys=self._state_keys(kind), args=args)
 
     def put_state(self, kind, key, value, ttl):
         self._state_script(kind, key, value, repr(float(ttl)))
@@ -653,18 +676,18 @@ class PriorityRedisStorage(RedisStorage):
     """Honours ``priority``: the queue is a sorted set (needs Redis 5 or later).
 
     The score is ``-priority`` so ZPOPMIN yields the highest priority first, and
-    each member starts with a 16-digit counter value so equal priorities come
-    out in insertion order (and equal messages stay distinct).
+    each member starts with a sequence number (see LAYOUT) so equal priorities
+    come out in insertion order (and equal messages stay distinct).
     """
     priority = True
     _flag = '1'
-    schedule_prefix_len = PREFIX_LEN + 11
+    schedule_prefix_len = SEQ_LEN + PRIORITY_LEN
 
     def _schedule_member(self, data, priority):
-        return b'%+011d' % (priority or 0) + data
+        return PRIORITY_FORMAT % (priority or 0) + data
 
     def _data_of(self, entry):
-        return entry.split(b'|', 1)[1][PREFIX_LEN:]
+        return entry.split(b'|', 1)[1][SEQ_LEN:]
 
     def _wait_and_claim(self, pipe, worker, lease):
         # BZPOPMIN would hold a message outside both the queue and the claims for
@@ -696,13 +719,13 @@ class PriorityRedisStorage(RedisStorage):
         else:
             popped = self.conn.zpopmin(self.queue_key)
             member = popped[0][0] if popped else None
-        return None if member is None else member[PREFIX_LEN:]
+        return None if member is None else member[SEQ_LEN:]
 
     def queue_size(self):
         return self.conn.zcard(self.queue_key)
 
     def enqueued_items(self, limit=None):
-        return [item[PREFIX_LEN:] for item in self._zrange(self.queue_key, limit)]
+        return [item[SEQ_LEN:] for item in self._zrange(self.queue_key, limit)]
 
 
 class _RedisBatch:

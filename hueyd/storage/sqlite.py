@@ -23,6 +23,8 @@ from hueyd.constants import EmptyData
 from hueyd.exceptions import ConfigurationError
 from hueyd.storage.base import BaseStorage
 from hueyd.storage.batch import SharedBatch
+from hueyd.storage.listener import EventListener
+from hueyd.storage.protocols import Claimed, Claims, DeadLetters, Events, NodeState, WriteBatching
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hueyd_queue (
@@ -63,13 +65,23 @@ CREATE TABLE IF NOT EXISTS hueyd_dead (
     record BLOB NOT NULL,
     UNIQUE (name, key));
 """
-# Created on first use of events only (see SqliteStorage.publish_events).
+# The tables of events and node state are created on first use only (see
+# SqliteStorage._conn_with).
 EVENTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS hueyd_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
     data BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS hueyd_events_name ON hueyd_events (name, id);
+"""
+STATE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS hueyd_state (
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (name, kind, key));
 """
 # Messages in the queue that no worker has claimed yet.
 UNCLAIMED = 'name = ? AND claimed_by IS NULL'
@@ -114,6 +126,10 @@ class _Cursor(sqlite3.Cursor):
 
 
 class _Connection(sqlite3.Connection):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.schemas = set()  # the optional schemas created on it (SqliteStorage._conn_with)
+
     # sqlite3.Connection.execute() would bypass the cursor class's methods.
     def cursor(self, factory=_Cursor):
         return super().cursor(factory)
@@ -128,7 +144,8 @@ class _Connection(sqlite3.Connection):
         return self.cursor().executescript(script)
 
 
-class SqliteStorage(BaseStorage):
+class SqliteStorage(Claims, DeadLetters, Events, NodeState,
+                    WriteBatching, BaseStorage):
     blocking = False
     priority = True
     # "database is locked" outlasting the busy timeout is worth another try.
@@ -182,6 +199,14 @@ class SqliteStorage(BaseStorage):
         conn.executescript(SCHEMA)
         return conn
 
+    def _conn_with(self, schema):
+        """This thread's connection, once ``schema`` is created (on first use, per connection)."""
+        conn = self.conn
+        if schema not in conn.schemas:
+            conn.executescript(schema)
+            conn.schemas.add(schema)
+        return conn
+
     def _set_journal_mode(self, conn):
         # WAL is a property of the file: only the first connection changes it,
         # and that change takes a lock SQLite's busy timeout does not wait for,
@@ -197,6 +222,9 @@ class SqliteStorage(BaseStorage):
                 if 'locked' not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
+
+    def location(self):
+        return self.filename
 
     def close(self):
         conn = getattr(self._local, 'conn', None)
@@ -349,21 +377,13 @@ class SqliteStorage(BaseStorage):
     # SQLite has no publish/subscribe: events are rows that listeners poll for.
     # About the newest ``events_keep`` rows per queue are kept (older ones are
     # deleted every few hundred inserts); a listener slower than that misses some.
-    supports_events = True
-    events_by_default = False  # huey's SqliteHuey had no events
+    # events_by_default stays False: huey's SqliteHuey had no events.
     events_keep = 10000
     events_poll = 0.05  # seconds between a listener's looks at the table
     EVENTS_TRIM_EVERY = 500
 
-    def _events_conn(self):
-        conn = self.conn
-        if getattr(self._local, 'events_conn', None) is not conn:
-            conn.executescript(EVENTS_SCHEMA)
-            self._local.events_conn = conn
-        return conn
-
     def publish_events(self, events):
-        conn = self._events_conn()
+        conn = self._conn_with(EVENTS_SCHEMA)
         rows = [(self.name, data) for data in events]
         with self._immediate():
             conn.executemany('INSERT INTO hueyd_events (name, data) VALUES (?, ?)', rows)
@@ -375,14 +395,13 @@ class SqliteStorage(BaseStorage):
 
     def read_events(self, after=0, limit=1000):
         """``[(id, data)]`` of the events after the id ``after``, oldest first."""
-        return self._events_conn().execute(
+        return self._conn_with(EVENTS_SCHEMA).execute(
             'SELECT id, data FROM hueyd_events WHERE name = ? AND id > ? ORDER BY id LIMIT ?',
             (self.name, after, limit)).fetchall()
 
     def listener(self):
-        from hueyd.events import EventListener
-        self._check_events_enabled()
-        position = [self._events_conn().execute(
+        self.check_events_enabled()
+        position = [self._conn_with(EVENTS_SCHEMA).execute(
             'SELECT COALESCE(MAX(id), 0) FROM hueyd_events').fetchone()[0]]
 
         def fetch(timeout):
@@ -415,7 +434,7 @@ class SqliteStorage(BaseStorage):
                 'WHERE ' + UNCLAIMED + ' ORDER BY priority DESC, id LIMIT ?) '
                 'RETURNING id, priority, data', (worker, self.name, count)).fetchall()
         rows.sort(key=lambda row: (-row[1], row[0]))  # RETURNING order is unspecified
-        return [(row_id, data) for row_id, _, data in rows]
+        return Claimed((row_id, data) for row_id, _, data in rows)
 
     def _by_receipts(self, write, sql, worker, receipts):
         receipts = list(receipts)
@@ -488,26 +507,9 @@ class SqliteStorage(BaseStorage):
         return removed
 
     # --- node state: a small table, rows expire by their expires_at ----------------
-    STATE_SCHEMA = """
-    CREATE TABLE IF NOT EXISTS hueyd_state (
-        name TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        key TEXT NOT NULL,
-        value BLOB NOT NULL,
-        expires_at REAL NOT NULL,
-        PRIMARY KEY (name, kind, key));
-    """
-
-    def _state_conn(self):
-        conn = self.conn
-        if getattr(self._local, 'state_conn', None) is not conn:  # created on first use
-            conn.executescript(self.STATE_SCHEMA)
-            self._local.state_conn = conn
-        return conn
-
     def put_state(self, kind, key, value, ttl):
         now = time.time()
-        conn = self._state_conn()
+        conn = self._conn_with(STATE_SCHEMA)
         with self._immediate():
             conn.execute('INSERT OR REPLACE INTO hueyd_state (name, kind, key, value, expires_at) '
                          'VALUES (?, ?, ?, ?, ?)', (self.name, kind, key, value, now + ttl))
@@ -515,10 +517,10 @@ class SqliteStorage(BaseStorage):
                          (self.name, kind, now))
 
     def states(self, kind):
-        return dict(self._state_conn().execute(
+        return dict(self._conn_with(STATE_SCHEMA).execute(
             'SELECT key, value FROM hueyd_state WHERE name = ? AND kind = ? AND expires_at > ? '
             'ORDER BY key', (self.name, kind, time.time())).fetchall())
 
     def delete_state(self, kind, key):
-        self._state_conn().execute('DELETE FROM hueyd_state WHERE name = ? AND kind = ? AND key = ?',
-                                   (self.name, kind, key))
+        self._conn_with(STATE_SCHEMA).execute(
+            'DELETE FROM hueyd_state WHERE name = ? AND kind = ? AND key = ?', (self.name, kind, key))
