@@ -1,6 +1,5 @@
 """The task API against every storage, driven through dequeue()/execute()."""
 import datetime
-import os
 import pickle
 
 import pytest
@@ -398,17 +397,18 @@ def test_compression_round_trip(storage_url, queue_name):
 
 def test_immediate_mode_runs_inline(storage_url, queue_name):
     huey = make_huey(queue_name, storage_url, always_eager=True)
-    assert huey.immediate and isinstance(huey.storage, MemoryStorage)
+    inline = huey.storage
+    assert huey.immediate and isinstance(inline, MemoryStorage)
 
     @huey.task()
     def add(a, b):
         return a + b
 
     assert add(2, 3).get() == 5
-    huey.immediate = False
-    assert not isinstance(huey.storage, MemoryStorage) or storage_url == 'memory://'
+    huey.immediate = False      # back to the storage the url names
     add(1, 1)
-    assert huey.pending_count() == 1
+    assert huey.storage is not inline and huey.pending_count() == 1
+    assert inline.queue_size() == 0
     huey.flush()
 
 

@@ -95,7 +95,8 @@ def test_status_shows_every_live_node_and_forgets_one_that_died(make_app, start_
     # ... so they disappear when their heartbeat expires.
     wait_until(lambda: [n['master_pid'] for n in status_json(app)['nodes']] == [first.pid],
                timeout=STATE_TTL + 10, message='the dead node never disappeared')
-    assert time.monotonic() - killed_at < STATE_TTL + 10
+    gone_after = time.monotonic() - killed_at   # README: within 5 s (STATE_TTL), + polling
+    assert gone_after < STATE_TTL + 2, 'the dead node was listed for %.1fs' % gone_after
 
 
 # -- events ---------------------------------------------------------------------------
