@@ -77,13 +77,13 @@ class RedisServer:
     data directory stay the same across restarts; ``cleanup()`` removes them.
     """
 
-    def __init__(self, persistent=False, start_timeout=10):
+    def __init__(self, persistent=False, start_timeout=10, port=None):
         self.executable = find_redis_server()
         self.persistent = persistent
         self.start_timeout = start_timeout
         self.directory = tempfile.mkdtemp(prefix='hueyd-redis-')
         self.socket_path = os.path.join(self.directory, 'redis.sock')
-        self.port = free_port()
+        self.port = port or free_port()
         self.process = None
 
     @property
