@@ -10,20 +10,33 @@ import logging
 from hueyd import signals as S
 from hueyd.chords import Chords
 from hueyd.constants import EmptyData
+from hueyd.consumer import Consumer
+from hueyd.cron import crontab
 from hueyd.deadletter import DeadLetters
 from hueyd.events import EventEmitter
-from hueyd.exceptions import ConfigurationError
+from hueyd.exceptions import (CancelExecution, ConfigurationError, RateLimitExceeded,
+                              ResultTimeout, RetryTask, TaskException, TaskLockedException,
+                              TaskTimeout)
 from hueyd.executor import Executor, error_result
 from hueyd.hooks import Hooks
 from hueyd.locks import RateLimit, TaskLock
 from hueyd.registry import Registry
-from hueyd.result import Result, ResultGroup
+from hueyd.result import SKIPPED, ChordResult, Error, Result, ResultGroup
 from hueyd.revocations import Revocations
 from hueyd.serializer import Serializer
 from hueyd.storage import (MemoryStorage, PriorityRedisStorage, RedisStorage,
                            SqliteStorage, storage_from_url)
 from hueyd.task import PeriodicTask, Task, TaskWrapper, chord, group
-from hueyd.times import from_timestamp, now, to_timestamp
+from hueyd.times import from_timestamp, normalize_time, now, to_timestamp
+
+# huey's ``huey.api`` names that hueyd has, so ``from hueyd.api import X`` works as it did.
+__all__ = [
+    'CancelExecution', 'ChordResult', 'ConfigurationError', 'Consumer', 'EmptyData', 'Error',
+    'Huey', 'MemoryHuey', 'MemoryStorage', 'PeriodicTask', 'PriorityRedisHuey',
+    'PriorityRedisStorage', 'RateLimit', 'RateLimitExceeded', 'RedisHuey', 'RedisStorage',
+    'Registry', 'Result', 'ResultGroup', 'ResultTimeout', 'RetryTask', 'SKIPPED', 'Serializer',
+    'SqliteHuey', 'SqliteStorage', 'Task', 'TaskException', 'TaskLock', 'TaskLockedException',
+    'TaskTimeout', 'TaskWrapper', 'chord', 'crontab', 'group', 'normalize_time']
 
 logger = logging.getLogger('hueyd')
 
@@ -103,6 +116,10 @@ class Huey:
         self._immediate = value
 
     always_eager = immediate
+
+    def create_consumer(self, **options):
+        """An in-process ``Consumer`` of this Huey (huey's options; see hueyd.consumer)."""
+        return Consumer(self, **options)
 
     # --- declaring tasks ------------------------------------------------------
     def task(self, retries=0, retry_delay=0, retry_backoff=None, priority=None,

@@ -2,8 +2,11 @@
 
 Each field takes ``*``, ``*/n``, ``m``, ``m-n``, ``m-n/s`` and comma lists of these.
 A range whose end is below its start wraps round (``hour='22-2'``).
-``day_of_week`` counts 0 = Sunday to 6 = Saturday (7 is Sunday too).
+``day_of_week`` counts 0 = Sunday to 6 = Saturday (7 is Sunday too); as in huey,
+it takes no ``*/n`` (a week does not divide evenly), and a value out of a
+field's range is an error.
 """
+import functools
 import re
 
 # field name -> (lowest, highest) value accepted
@@ -34,11 +37,14 @@ def _parse_field(name, spec, low, high, strict):
         if step < 1:
             raise CrontabError('crontab %s=%r: step must be at least 1' % (name, spec))
         if star:
+            if name == 'day_of_week' and match.group(4):
+                raise CrontabError('crontab day_of_week=%r: */n cannot step through a week; '
+                                   'list the days instead (day_of_week=\'1,3,5\')' % (spec,))
             first, last = low, high
         else:
             first = int(start)
             last = int(end) if end is not None else (high if match.group(4) else first)
-        if strict and not (low <= first <= high and low <= last <= high):
+        if not (low <= first <= high and low <= last <= high):
             raise CrontabError(
                 'crontab %s=%r: %r is outside %d-%d' % (name, spec, token, low, high))
         if first <= last or end is None:
@@ -58,9 +64,9 @@ def _parse_field(name, spec, low, high, strict):
 def crontab(minute='*', hour='*', day='*', month='*', day_of_week='*', strict=False):
     """Return ``validate(datetime) -> bool``, true at every minute the spec matches.
 
-    With ``strict=True`` a value out of range raises :class:`CrontabError`
-    naming the field and the value; otherwise out-of-range values are ignored.
-    A field that cannot be parsed always raises.
+    A field that cannot be parsed, or holds a value out of its range, raises
+    :class:`CrontabError` (a ValueError) naming the field and the value.
+    ``strict`` is accepted for huey's sake; every field is checked strictly.
     """
     spec = dict(minute=minute, hour=hour, day=day, month=month, day_of_week=day_of_week)
     allowed = {name: _parse_field(name, spec[name], low, high, strict)
@@ -78,3 +84,8 @@ def crontab(minute='*', hour='*', day='*', month='*', day_of_week='*', strict=Fa
 
     validate_datetime.spec = spec
     return validate_datetime
+
+
+# huey's shortcuts: at the start of every hour, and at midnight.
+crontab.hourly = functools.partial(crontab, minute='0')
+crontab.daily = functools.partial(crontab, minute='0', hour='0')

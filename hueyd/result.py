@@ -27,7 +27,8 @@ class Skipped:
     ``reason`` is ``'revoked'``, ``'expired'`` or ``'canceled'`` (by a
     pre-execute hook, or by the task raising CancelExecution with no retry
     left); ``task_id`` is the member's id. It is falsy, so ``filter(None,
-    results)`` drops it along with None.
+    results)`` drops it along with None. It equals huey's ``SKIPPED`` (below),
+    so code written for huey compares as it did.
     """
 
     __slots__ = ('reason', 'task_id')
@@ -40,17 +41,26 @@ class Skipped:
         return False
 
     def __eq__(self, other):
-        return (isinstance(other, Skipped) and self.reason == other.reason
-                and self.task_id == other.task_id)
+        if not isinstance(other, Skipped):
+            return NotImplemented
+        if self.reason is None or other.reason is None:  # SKIPPED matches any skip
+            return True
+        return self.reason == other.reason and self.task_id == other.task_id
 
     def __hash__(self):
-        return hash((self.reason, self.task_id))
+        return hash(Skipped)  # equal to SKIPPED means the same hash as SKIPPED
 
     def __reduce__(self):
         return (Skipped, (self.reason, self.task_id))
 
     def __repr__(self):
+        if self.reason is None:
+            return 'SKIPPED'
         return '<Skipped %s %s>' % (self.reason, self.task_id)
+
+
+# huey's name for "a chord member that did not run", whatever the reason.
+SKIPPED = Skipped(None)
 
 
 class Result:

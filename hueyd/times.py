@@ -34,7 +34,7 @@ def normalize_time(eta=None, delay=None, utc=True):
             delay = datetime.timedelta(seconds=delay)
         return now(utc) + delay
     if not isinstance(eta, datetime.datetime):
-        raise TypeError('eta must be a datetime, got %r' % (eta,))
+        raise ValueError('eta must be a datetime, got %r' % (eta,))
     return to_naive(eta, utc)
 
 

@@ -105,7 +105,7 @@ def test_day_of_week_ranges_and_lists():
     assert days_of_week(crontab(day_of_week='1-5')) == [1, 2, 3, 4, 5]
     assert days_of_week(crontab(day_of_week='0,6')) == [0, 6]
     assert days_of_week(crontab(day_of_week='*')) == list(range(7))
-    assert days_of_week(crontab(day_of_week='*/2')) == [0, 2, 4, 6]
+    assert days_of_week(crontab(day_of_week='0-6/2')) == [0, 2, 4, 6]
 
 
 # --- combinations ----------------------------------------------------------------
@@ -163,9 +163,10 @@ def test_last_days_of_month_and_leap_day():
     ('month', '0'), ('month', '13'),
     ('day_of_week', '8'), ('day_of_week', '1-8'),
 ])
-def test_strict_rejects_out_of_range_naming_field_and_value(field, value):
+@pytest.mark.parametrize('strict', [False, True], ids=['lenient', 'strict'])
+def test_out_of_range_value_raises_naming_field_and_value(field, value, strict):
     with pytest.raises(CrontabError) as info:
-        crontab(strict=True, **{field: value})
+        crontab(strict=strict, **{field: value})
     assert isinstance(info.value, ValueError)
     message = str(info.value)
     assert field in message and value in message
@@ -177,18 +178,20 @@ def test_strict_accepts_values_in_range():
     assert validate(at(day=31, month=12, hour=23, minute=59))
 
 
-def test_non_strict_ignores_out_of_range_values():
-    assert minutes_of_hour(crontab(minute='30,75')) == [30]
-    assert hours_of_day(crontab(minute='0', hour='20-30')) == [20, 21, 22, 23]
-    assert [m.day for m in matching(crontab(day='0,15,40'), (at(day=i) for i in range(1, 32)))] \
-        == [15]
-    assert days_of_week(crontab(day_of_week='6,9')) == [6]
-
-
-def test_non_strict_spec_with_no_valid_value_raises():
+def test_day_of_week_takes_no_step_through_the_week():
     with pytest.raises(CrontabError) as info:
-        crontab(minute='75')
-    assert 'minute' in str(info.value) and '75' in str(info.value)
+        crontab(day_of_week='*/3')
+    assert 'day_of_week' in str(info.value)
+
+
+def test_hourly_is_the_first_minute_of_every_hour():
+    assert hours_of_day(crontab.hourly()) == list(range(24))
+    assert minutes_of_hour(crontab.hourly()) == [0]
+
+
+def test_daily_is_midnight():
+    assert hours_of_day(crontab.daily()) == [0]
+    assert minutes_of_hour(crontab.daily()) == [0]
 
 
 @pytest.mark.parametrize('strict', [False, True], ids=['lenient', 'strict'])

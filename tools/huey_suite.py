@@ -32,6 +32,7 @@ import xml.etree.ElementTree as ET
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CACHE = ROOT / '.cache' / 'huey-suite'
 REDIS_PORT = 6379
+TEST_TIMEOUT = 30  # seconds for one test
 
 # An import line naming huey (or one of its modules) as the module imported from.
 IMPORT_LINE = re.compile(r'^(\s*)(from|import)\s+huey(\.tests)?\b')
@@ -87,7 +88,9 @@ def run_pytest(tests, pythonpath, keyword, files):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(pythonpath), HUEY_CI='1')
     command = [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-o',
                'addopts=', '--rootdir', str(tests.parent), '--junitxml', str(report),
-               '--continue-on-collection-errors', '-W', 'ignore', *targets]
+               '--continue-on-collection-errors', '-W', 'ignore',
+               # A test that hangs (waiting for a result that never comes) fails alone.
+               '-o', 'timeout=%d' % TEST_TIMEOUT, *targets]
     if keyword:
         command += ['-k', keyword]
     subprocess.run(command, cwd=tests.parent, env=env, stdout=subprocess.DEVNULL,
