@@ -5,6 +5,7 @@ to parts with one job each: ``Executor`` runs a task, ``Chords`` runs groups
 and chords, ``Revocations`` revokes, ``DeadLetters`` keeps what cannot run,
 ``EventEmitter`` publishes events, and the storage keeps everything.
 """
+import functools
 import logging
 
 from hueyd import signals as S
@@ -55,12 +56,15 @@ class Huey:
     def __init__(self, name='huey', results=True, store_none=False, utc=True,
                  immediate=False, serializer=None, compression=False, use_zlib=False,
                  immediate_use_memory=True, always_eager=None, storage_class=None,
-                 url=None, events=None, **storage_kwargs):
+                 url=None, events=None, store_intermediate_errors=True, **storage_kwargs):
         if always_eager is not None:
             immediate = always_eager
         self.name = name
         self.results = results
         self.store_none = store_none
+        # False: a failed attempt with retries left stores no error and runs no .error()
+        # handler; the caller sees only how the task ended.
+        self.store_intermediate_errors = store_intermediate_errors
         self.utc = utc
         self.serializer = serializer or Serializer(compression=compression, use_zlib=use_zlib)
         self.immediate_use_memory = immediate_use_memory
@@ -129,6 +133,17 @@ class Huey:
                                retry_backoff=retry_backoff, priority=priority,
                                context=context, name=name, expires=expires,
                                timeout=timeout, **kwargs)
+        return decorator
+
+    def context_task(self, obj, as_argument=False, **task_options):
+        """Decorator: a task that runs inside ``with obj`` (a database connection, say);
+        ``as_argument=True`` passes what ``obj.__enter__()`` returns as its first argument."""
+        def decorator(func):
+            @functools.wraps(func)
+            def within(*args, **kwargs):
+                with obj as value:
+                    return func(value, *args, **kwargs) if as_argument else func(*args, **kwargs)
+            return self.task(**task_options)(within)
         return decorator
 
     def periodic_task(self, validate_datetime, retries=0, retry_delay=0,
@@ -403,13 +418,14 @@ class Huey:
         return self.revocations.restore(task)
 
     def revoke_by_id(self, id, revoke_until=None, revoke_once=False):
-        self.revocations.revoke(str(id), revoke_until, revoke_once)
+        self.revocations.revoke(Task(id=id), revoke_until, revoke_once)
 
     def restore_by_id(self, id):
-        return self.revocations.restore(str(id))
+        return self.revocations.restore(Task(id=id))
 
     def is_revoked(self, task, timestamp=None, peek=True, snapshot=None):
-        """True when ``task`` (an instance, or a task class) must not run at ``timestamp``.
+        """True when ``task`` (a Task, a Result, a task function or class, or a task id)
+        must not run at ``timestamp``.
 
         With ``peek=False`` a revoke-once entry is used up. ``snapshot``: a dict
         of revocation keys to values, taken just before, in which a missing key

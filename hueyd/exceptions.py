@@ -38,10 +38,15 @@ class RateLimitExceeded(HueyException):
     """A rate limit was reached; ``delay`` is the wait until its next window."""
 
     def __init__(self, key, delay, retry=True):
-        super().__init__('rate limit %r exceeded, next window in %.3fs' % (key, delay))
+        super().__init__(key, delay, retry)  # the arguments, so that it pickles
         self.key = key
         self.delay = delay
         self.retry = retry
+
+    def __str__(self):  # huey's text
+        if self.retry:
+            return 'Rate limit exceeded on "%s", retry in %0.1fs' % (self.key, self.delay)
+        return 'Rate limit exceeded on "%s"' % self.key
 
 
 class CancelExecution(Exception):
@@ -51,9 +56,9 @@ class CancelExecution(Exception):
     forbids one, ``None`` lets the task's own settings decide.
     """
 
-    def __init__(self, msg=None, retry=None, *args):
+    def __init__(self, msg=None, retry=None):
         self.retry = retry
-        super().__init__(msg, *args)
+        super().__init__(*(() if msg is None else (msg,)))
 
 
 class RetryTask(Exception):

@@ -7,6 +7,7 @@ schedules a retry, or stores the error. Every step is announced with a
 signal; observers (events, metrics) get the exception and the duration with
 it, receivers get huey's arguments.
 """
+import copy
 import logging
 import threading
 import time
@@ -25,8 +26,9 @@ from hueyd.times import normalize_time
 
 logger = logging.getLogger('hueyd')
 
-# Failures that ask for another attempt rather than report an error.
-RETRY_REQUESTS = (RetryTask, RateLimitExceeded, CancelExecution)
+# Failures that mean "not yet" rather than "this attempt failed": while the task has
+# retries left, they store no error and run no error handler (as in huey).
+RETRYING_EXCEPTIONS = (RetryTask, RateLimitExceeded, TaskLockedException)
 # Which signal reports which failure; anything else is SIGNAL_ERROR.
 FAILURE_SIGNALS = (
     (TaskTimeout, S.SIGNAL_TIMEOUT),
@@ -173,12 +175,18 @@ class Executor:
             huey.chords.member_done(task.chord_config, value)
 
     def fail(self, task, exception, retry_eta, duration=None):
-        """Report ``exception``; retry the task if it has retries left, else end it for good."""
+        """Report ``exception``; retry the task if it has retries left, else end it for good.
+
+        The error is *surfaced* (stored as the result, handed to the ``.error()``
+        handler) when the task ends, and on each failed attempt before that unless the
+        Huey has ``store_intermediate_errors=False`` or the failure only means "not yet".
+        """
         huey = self.huey
         final = not task.retries
-        error = None
-        if self.stores_result(task) and (final or not isinstance(exception, RETRY_REQUESTS)):
-            error = Error(error_result(task, exception))
+        surfaced = final or (huey.store_intermediate_errors
+                             and not isinstance(exception, RETRYING_EXCEPTIONS))
+        error = Error(error_result(task, exception))
+        if surfaced and self.stores_result(task):
             huey.put_result(task.id, error)
             if final:
                 # The rest of the pipeline will never run: its results are this error,
@@ -195,17 +203,15 @@ class Executor:
         elif not isinstance(exception, RetryTask):
             self.signals.send(S.SIGNAL_ERROR, task, exception, outcome=outcome)
         self.post_execute.run(task, None, exception)
+        if surfaced and task.on_error is not None:
+            handler = copy.copy(task.on_error)  # the task keeps its handler for the next attempt
+            handler.extend_data(exception)
+            huey.enqueue(handler)
         if not final:
             self.signals.send(S.SIGNAL_RETRYING, task)
             self.retry(task, retry_eta)
             return
-        if task.on_error is not None:
-            task.on_error.extend_data(exception)
-            huey.enqueue(task.on_error)
-        if isinstance(exception, CancelExecution):
-            huey.chords.abort_member(task, Skipped('canceled', task.id))
-        else:
-            huey.chords.abort_member(task, error or Error(error_result(task, exception)))
+        huey.chords.abort_member(task, error)
 
     def retry(self, task, retry_eta):
         huey = self.huey

@@ -73,6 +73,7 @@ class Result:
     def __init__(self, huey, task):
         self.huey = huey
         self.task = task
+        self.revoke_id = task.revoke_id  # huey's Result has it
         self._result = EmptyData
 
     @property

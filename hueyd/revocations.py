@@ -4,7 +4,8 @@ A revocation is stored under ``r:<task id>`` or ``rt:<module.task name>`` as the
 serialized pair ``(revoke_until, revoke_once)``.
 """
 from hueyd.constants import EmptyData
-from hueyd.task import Task
+from hueyd.result import Result
+from hueyd.task import Task, TaskWrapper
 from hueyd.times import now, to_naive
 
 
@@ -16,10 +17,21 @@ class Revocations:
         return 'rt:%s' % self.huey.registry.task_to_string(task_class)
 
     def keys(self, task):
-        """The keys that revoke ``task`` (an instance: itself or its class; or a class)."""
+        """The keys that revoke ``task``: a Task or its Result (itself, or its class), a
+        task function or class (every call), or a task id (that call)."""
+        if isinstance(task, TaskWrapper):
+            task = task.task_class
         if isinstance(task, type):
             return [self.class_key(task)]
-        return [task.revoke_id, self.class_key(type(task))]
+        if isinstance(task, Result):
+            task = task.task
+        if isinstance(task, Task):
+            return [task.revoke_id, self.class_key(type(task))]
+        return [Task(id=task).revoke_id]
+
+    def key(self, task):
+        """The one key that revokes ``task`` (the first of ``keys()``)."""
+        return self.keys(task)[0]
 
     def put(self, key, revoke_until, revoke_once):
         huey = self.huey
@@ -28,18 +40,12 @@ class Revocations:
         huey.storage.put_revocation(key, huey.serializer.serialize((revoke_until, revoke_once)))
 
     def revoke(self, task, revoke_until=None, revoke_once=False):
-        """Revoke a task instance, a task class, or (a str) the task with that id."""
-        if isinstance(task, str):
-            task = Task(id=task)
-        key = self.class_key(task) if isinstance(task, type) else task.revoke_id
-        self.put(key, revoke_until, revoke_once)
+        """Revoke what ``task`` names (see ``keys()``)."""
+        self.put(self.key(task), revoke_until, revoke_once)
 
     def restore(self, task):
         """Undo ``revoke()`` (same arguments); True if there was a revocation."""
-        if isinstance(task, str):
-            task = Task(id=task)
-        key = self.class_key(task) if isinstance(task, type) else task.revoke_id
-        return self.huey.storage.delete_revocation(key)
+        return self.huey.storage.delete_revocation(self.key(task))
 
     def is_revoked(self, task, timestamp=None, peek=True, snapshot=None):
         """See ``Huey.is_revoked``."""
@@ -55,7 +61,8 @@ class Revocations:
                 continue
             revoke_until, revoke_once = huey.serializer.deserialize(data)
             if revoke_until is not None and revoke_until <= timestamp:
-                storage.delete_revocation(key)  # the revocation has run out
+                if not peek:
+                    storage.delete_revocation(key)  # the revocation has run out
                 continue
             if revoke_once and not peek and not storage.delete_revocation(key):
                 continue  # another worker used it up (or it was restored) meanwhile

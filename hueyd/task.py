@@ -109,13 +109,15 @@ class Task:
             return None
         return self.deadline - time.monotonic()
 
+    @property
     def is_timed_out(self):
+        """True once the running task is past its ``timeout`` (a property, as in huey)."""
         remaining = self.time_remaining()
         return remaining is not None and remaining <= 0
 
     def check_timeout(self):
         """Raise TaskTimeout when past the timeout; thread workers call this cooperatively."""
-        if self.is_timed_out():
+        if self.is_timed_out:
             raise TaskTimeout('%s exceeded its timeout of %ss' % (self, self.timeout))
 
     def execute(self):
@@ -170,6 +172,7 @@ class TaskWrapper:
         self.huey = huey
         self.func = func
         self.name = name or func.__name__
+        self.retries, self.retry_delay = retries, retry_delay  # as huey's TaskWrapper shows them
         self.task_class = self.create_task(
             func, context, self.name, task_base, default_retries=retries,
             default_retry_delay=retry_delay, default_retry_backoff=retry_backoff,
@@ -229,9 +232,12 @@ class TaskWrapper:
             else:
                 raise ValueError('schedule() needs eta= (a datetime) or delay= (seconds)')
         if kwargs is not None and not isinstance(kwargs, dict):
-            raise TypeError('schedule() kwargs must be a dict, got %r' % (type(kwargs).__name__,))
+            raise ValueError('schedule() kwargs must be a dict, got %r' % (type(kwargs).__name__,))
+        args = args or ()
+        if not isinstance(args, (tuple, list)):
+            args = (args,)  # huey takes one argument as it is: schedule(5, delay=10)
         task = self.task_class(
-            args or (), kwargs or {}, id=id,
+            tuple(args), kwargs or {}, id=id,
             eta=normalize_time(eta, delay, self.huey.utc), retries=retries,
             retry_delay=retry_delay, retry_backoff=retry_backoff, priority=priority,
             expires=expires, timeout=timeout)

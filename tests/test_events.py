@@ -177,7 +177,7 @@ def test_events_and_signals_agree(ehuey, listener):
 
     @ehuey.task(timeout=0.01, context=True)
     def slow(task=None):
-        wait_until(task.is_timed_out)
+        wait_until(lambda: task.is_timed_out)
         task.check_timeout()
 
     @ehuey.task()
