@@ -7,6 +7,7 @@ redelivered after a crash, counts once) and the counter ``chord:<id>`` is
 incremented atomically; whoever brings it to ``size`` reads the values in
 member order and enqueues the callback.
 """
+import copy
 import logging
 import uuid
 
@@ -50,8 +51,9 @@ class Chords:
         if heads:
             huey.enqueue_many(heads)
         if not size:
-            callback.extend_data(([],))
-            huey.enqueue(callback)
+            ready = copy.copy(callback)  # the chord may be enqueued again: keep its callback as it is
+            ready.extend_data(([],))
+            huey.enqueue(ready)
         stages = []
         stage = callback
         while stage is not None:

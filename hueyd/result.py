@@ -151,13 +151,17 @@ class Result:
 
 
 class ResultGroup:
-    """Results of several tasks (``map()``, pipelines)."""
+    """Results of several tasks (``map()``, pipelines, a chord's members).
+
+    As in huey, ``group[i]`` is the value of the i-th task, waiting for it
+    (``get(blocking=True)``); iterating yields the Results themselves.
+    """
 
     def __init__(self, results):
         self._results = list(results)
 
     def __getitem__(self, index):
-        return self._results[index]
+        return self._results[index].get(blocking=True)
 
     def __iter__(self):
         return iter(self._results)

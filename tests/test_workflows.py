@@ -120,7 +120,8 @@ def test_pipeline_with_delayed_and_scheduled_stages(huey):
 
     eta = huey.now() + datetime.timedelta(seconds=120)
     pipe = add.s(1, 2).then(add, 10, delay=30).then(add, 100, eta=eta)
-    results = huey.enqueue(pipe)
+    stages = huey.enqueue(pipe)
+    results = list(stages)
     assert drain(huey) == 2                     # stage 1 runs; stage 2 goes to the schedule
     assert results[0].get() == 3 and results[1].get() is None
     assert huey.scheduled_count() == 1
@@ -128,7 +129,7 @@ def test_pipeline_with_delayed_and_scheduled_stages(huey):
     assert run_due(huey, 31) == 2               # stage 2 runs; stage 3 waits for its eta
     assert results[1].get() == 13 and huey.scheduled_count() == 1
     assert run_due(huey, 121) == 1
-    assert results.get() == [3, 13, 113]
+    assert stages.get() == [3, 13, 113]
 
 
 def test_delayed_head_of_pipeline(huey):
@@ -162,7 +163,7 @@ def test_failed_stage_stores_its_error_for_the_rest_of_the_pipeline(huey):
     pipe = add.s(1, 2).then(boom).then(add, 5).then(add, 6)
     handler = on_error.s()
     pipe.on_complete.error(handler)
-    results = huey.enqueue(pipe)
+    results = list(huey.enqueue(pipe))
     with BackgroundWorker(huey):
         # Blocking reads of the later stages raise instead of waiting forever.
         for index in (3, 2, 1):
@@ -315,9 +316,10 @@ def test_chord_runs_callback_once_in_member_order_with_many_workers(huey):
     assert calls[0] == results and len(results) == size
     check_chord_results(results, members, failing, revoked, expired, canceled)
     # The members' own results: a value, an error, or nothing for the skipped.
+    members_results = list(result.results)
     with pytest.raises(TaskException):
-        result.results[failing].get()
-    assert result.results[revoked].get() is None and result.results[7].get() == 49
+        members_results[failing].get()
+    assert members_results[revoked].get() is None and result.results[7] == 49
     # Nothing of the chord's bookkeeping is left behind in storage.
     cid = members[0].chord_config[0]
     keys = ['chord:%s:%d' % (cid, i) for i in range(size)]
