@@ -348,6 +348,7 @@ class Huey:
         self.executor.fail(task, exception, None)
 
     def build_error_result(self, task, exception):
+        """The metadata stored (as an ``Error``) for a failed task; a subclass may add to it."""
         return error_result(task, exception)
 
     def handing_back(self, tasks):

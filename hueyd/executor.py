@@ -16,7 +16,7 @@ import traceback
 from hueyd import signals as S
 from hueyd.events import EVENT_ERROR_ENQUEUEING, EVENT_ERROR_SCHEDULING
 from hueyd.exceptions import (CancelExecution, HueyException, RateLimitExceeded, RetryTask,
-                              TaskLockedException, TaskTimeout)
+                              TaskException, TaskLockedException, TaskTimeout)
 from hueyd.result import Error, Skipped
 from hueyd.signals import Outcome
 from hueyd.storage.patience import patiently
@@ -41,9 +41,16 @@ RESULT_PATIENCE = 60.0
 
 
 def error_result(task, exception):
-    """The dict huey stores (wrapped in ``Error``) for a task that failed with ``exception``."""
+    """The dict huey stores (wrapped in ``Error``) for a task that failed with ``exception``.
+
+    A TaskException (the task waited for another task that failed) reports that
+    task's error, not itself.
+    """
+    error = repr(exception)
+    if isinstance(exception, TaskException):
+        error = exception.metadata.get('error') or error
     return {
-        'error': repr(exception),
+        'error': error,
         'task': task.name,
         'task_id': task.id,
         'retries': task.retries,
@@ -185,7 +192,7 @@ class Executor:
         final = not task.retries
         surfaced = final or (huey.store_intermediate_errors
                              and not isinstance(exception, RETRYING_EXCEPTIONS))
-        error = Error(error_result(task, exception))
+        error = Error(huey.build_error_result(task, exception))
         if surfaced and self.stores_result(task):
             huey.put_result(task.id, error)
             if final:
@@ -257,7 +264,7 @@ class Executor:
         error = HueyException('%s ran, but its return value could not be stored (%s: %s); '
                               'return a value the serializer can store' % (task, type(exc).__name__, exc))
         try:
-            self.huey.put_result(task.id, Error(error_result(task, error)))
+            self.huey.put_result(task.id, Error(self.huey.build_error_result(task, error)))
         except Exception:
             logger.exception('could not store an error result for %s either', task)
 

@@ -49,8 +49,9 @@ class RateLimit(_Guard):
     """At most ``limit`` entries per ``per`` seconds (fixed windows) across every consumer."""
 
     def __init__(self, huey, name, limit, per, retry=True):
-        if limit < 1 or per <= 0:
-            raise ValueError('rate_limit(%r): limit must be >= 1 and per > 0' % name)
+        if limit < 0 or per <= 0:
+            raise ValueError('rate_limit(%r, limit=%r, per=%r): limit must be >= 0 (0 admits '
+                             'nothing) and per > 0 seconds' % (name, limit, per))
         self.huey = huey
         self.name = name
         self.limit = limit

@@ -91,7 +91,9 @@ class Result:
         return self._result is not EmptyData
 
     def is_ready(self):
-        return self._result is not EmptyData or self.huey.storage.has_data_for_key(self.id)
+        """True once the result is here; like huey, it reads it into this handle (so
+        ``get()`` is sure to have it, and another handle no longer sees it)."""
+        return self._result is not EmptyData or self._read(preserve=False)
 
     def get_raw_result(self, blocking=False, timeout=None, backoff=1.15, max_delay=1.0,
                        revoke_on_timeout=False, preserve=False):

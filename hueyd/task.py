@@ -44,8 +44,7 @@ class Task:
         # How many workers died while running this message (a segfault, os._exit,
         # the OOM killer); at the daemon's --max-deliveries it goes to the dead letters.
         self.crashes = crashes
-        # time.monotonic() at which the running task times out (set by hueyd.timeouts).
-        self.deadline = None
+        self._deadline = None  # time.monotonic() at which the running task times out
 
     @property
     def revoke_id(self):
@@ -103,17 +102,26 @@ class Task:
             self.args += (data,)
 
     # --- timeouts -------------------------------------------------------------
+    @property
+    def deadline(self):
+        """``time.monotonic()`` at which the running task times out (hueyd.timeouts sets it)."""
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, value):
+        self._deadline = value
+
+    @property
     def time_remaining(self):
-        """Seconds left before this task's ``timeout``, or None without one."""
-        if self.deadline is None:
-            return None
-        return self.deadline - time.monotonic()
+        """Seconds left before this task's ``timeout`` (0 past it; infinity without one)."""
+        if self._deadline is None:
+            return float('inf')
+        return max(0.0, self._deadline - time.monotonic())
 
     @property
     def is_timed_out(self):
         """True once the running task is past its ``timeout`` (a property, as in huey)."""
-        remaining = self.time_remaining()
-        return remaining is not None and remaining <= 0
+        return self._deadline is not None and time.monotonic() >= self._deadline
 
     def check_timeout(self):
         """Raise TaskTimeout when past the timeout; thread workers call this cooperatively."""
