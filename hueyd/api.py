@@ -160,6 +160,11 @@ class Huey:
         return decorator
 
     @property
+    def _registry(self):
+        """huey's private name for ``registry``, for code that reached into it."""
+        return self.registry
+
+    @property
     def registered_tasks(self):
         return self.registry.names
 

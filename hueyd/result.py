@@ -90,10 +90,11 @@ class Result:
         self._result = self.huey.get_raw(self.id, peek=preserve)
         return self._result is not EmptyData
 
-    def is_ready(self):
+    def is_ready(self, preserve=False):
         """True once the result is here; like huey, it reads it into this handle (so
-        ``get()`` is sure to have it, and another handle no longer sees it)."""
-        return self._result is not EmptyData or self._read(preserve=False)
+        ``get()`` is sure to have it, and, unless ``preserve``, another handle no longer
+        sees it)."""
+        return self._result is not EmptyData or self._read(preserve)
 
     def get_raw_result(self, blocking=False, timeout=None, backoff=1.15, max_delay=1.0,
                        revoke_on_timeout=False, preserve=False):
