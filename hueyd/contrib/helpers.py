@@ -1,0 +1,110 @@
+"""huey's ``huey.contrib.helpers``: a lock that ``value`` holders may take at once.
+
+``RedisSemaphore`` keeps its holders in a Redis sorted set scored by when each
+last renewed; a holder that stops renewing for ``timeout`` seconds (its worker
+died) loses its place. Times come from the Redis server, so every node agrees.
+"""
+import functools
+import threading
+import uuid
+
+from hueyd.exceptions import ConfigurationError, TaskLockedException
+from hueyd.storage.redis import RedisStorage
+
+DEFAULT_TIMEOUT = 300.0  # seconds a holder keeps its place without renewing
+
+# KEYS[1] the holders; ARGV: holder, how many may hold, timeout. 1 if held, else 0.
+TAKE = """
+local clock = redis.call('time')
+local now = clock[1] + clock[2] / 1e6
+redis.call('zremrangebyscore', KEYS[1], '-inf', now - ARGV[3])
+local holding = redis.call('zscore', KEYS[1], ARGV[1])
+if not holding and redis.call('zcard', KEYS[1]) >= tonumber(ARGV[2]) then
+    return 0
+end
+redis.call('zadd', KEYS[1], now, ARGV[1])
+return 1
+"""
+# KEYS[1] the holders; ARGV: holder, timeout. 1 if it still held its place (renewed), else 0.
+RENEW = """
+local clock = redis.call('time')
+local now = clock[1] + clock[2] / 1e6
+redis.call('zremrangebyscore', KEYS[1], '-inf', now - ARGV[2])
+if not redis.call('zscore', KEYS[1], ARGV[1]) then
+    return 0
+end
+redis.call('zadd', KEYS[1], now, ARGV[1])
+return 1
+"""
+
+
+class RedisSemaphore:
+    """Up to ``value`` holders of ``name`` at once, across every process using ``huey``."""
+
+    def __init__(self, huey, name, value=1, timeout=None):
+        self.huey = huey
+        self.name = name
+        self.value = value
+        self.timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+        self.key = 'hueyd.%s.semaphore.%s' % (huey.name, name)
+        self.scripts = None  # registered on first use: the storage may be swapped before
+
+    def conn(self):
+        storage = self.huey.storage
+        if not isinstance(storage, RedisStorage):
+            raise ConfigurationError(
+                'RedisSemaphore(%r) needs a Redis storage (RedisHuey, Huey(url="redis://...")); '
+                '%r stores in %s' % (self.name, self.huey.name, type(storage).__name__))
+        if self.scripts is None:
+            self.scripts = (storage.conn.register_script(TAKE),
+                            storage.conn.register_script(RENEW))
+        return storage.conn
+
+    def acquire(self, name=None):
+        """Take a place as ``name`` (a new one by default); the name, or None when full."""
+        self.conn()
+        name = name or uuid.uuid4().hex
+        taken = self.scripts[0](keys=[self.key], args=[name, self.value, self.timeout])
+        return name if taken else None
+
+    def renew(self, name):
+        """Keep ``name``'s place for another ``timeout``; False if it had lost it."""
+        self.conn()
+        return bool(self.scripts[1](keys=[self.key], args=[name, self.timeout]))
+
+    def release(self, name):
+        """Give ``name``'s place back; 1 if it held one, else 0."""
+        return self.conn().zrem(self.key, name)
+
+    def keep_renewing(self, name, stop):
+        """Renew ``name`` every third of ``timeout`` until ``stop`` is set."""
+        while not stop.wait(self.timeout / 3.0):
+            self.renew(name)
+
+
+def lock_task_semaphore(huey, lock_name, value=1, timeout=None):
+    """Decorator: at most ``value`` runs of the task at once; a run that finds every place
+    taken raises TaskLockedException (retried as the task's ``retries`` say). The place is
+    renewed while the task runs, so ``timeout`` only bounds how long a dead worker holds it.
+    """
+    semaphore = RedisSemaphore(huey, lock_name, value, timeout)
+
+    def decorator(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            name = semaphore.acquire()
+            if name is None:
+                raise TaskLockedException('unable to acquire lock %s: its %d place(s) are '
+                                          'taken' % (lock_name, value))
+            stop = threading.Event()
+            renewer = threading.Thread(target=semaphore.keep_renewing, args=(name, stop),
+                                       daemon=True)
+            renewer.start()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                stop.set()
+                renewer.join()
+                semaphore.release(name)
+        return inner
+    return decorator
