@@ -76,7 +76,10 @@ class Huey:
         self._shutdown = Hooks('shutdown')
         self._locks = set()
         self._releasing = set()  # see handing_back()
-        self.storage = self.create_storage(storage_class or self.storage_class, url, storage_kwargs)
+        if storage_class is not None:
+            self.storage_class = storage_class
+        self.url = url
+        self.storage = self.get_storage(**storage_kwargs)
         self.executor = Executor(self, self._signals, self._pre_execute, self._post_execute)
         self.chords = Chords(self)
         self.revocations = Revocations(self)
@@ -86,7 +89,9 @@ class Huey:
         self._emitter = self._events_emitter(events)
         self.immediate = immediate
 
-    def create_storage(self, storage_class, url, storage_kwargs):
+    def get_storage(self, **storage_kwargs):
+        """The storage this Huey keeps everything in; a subclass may return its own (huey's hook)."""
+        storage_class, url = self.storage_class, self.url
         if url is not None:
             url_class, url_kwargs = storage_from_url(url)
             if storage_class is not None and not issubclass(storage_class, url_class):

@@ -57,8 +57,12 @@ class Registry:
         return [task_class() for task_class in self._periodic.values()]
 
     def create_message(self, task):
+        name = self.task_to_string(type(task))
+        if name not in self._tasks:
+            raise TaskNotFound('%s is not registered with this Huey (was it unregistered, or '
+                               'declared on another Huey?); it cannot be enqueued' % name)
         return Message(
-            task.id, self.task_to_string(type(task)), task.eta, task.retries,
+            task.id, name, task.eta, task.retries,
             task.retry_delay, task.retry_backoff, task.priority, task.expires,
             task.expires_resolved, task.timeout,
             self.create_message(task.on_complete) if task.on_complete else None,
