@@ -10,7 +10,8 @@ import importlib
 __version__ = '0.1.0'
 
 _EXPORTS = {
-    'hueyd.api': ('Huey', 'MemoryHuey', 'PriorityRedisHuey', 'RedisHuey', 'SqliteHuey'),
+    'hueyd.api': ('BlackHoleHuey', 'CySqliteHuey', 'FileHuey', 'Huey', 'MemoryHuey', 'PriorityRedisExpireHuey',
+                  'PriorityRedisHuey', 'RedisExpireHuey', 'RedisHuey', 'SqliteHuey'),
     'hueyd.cron': ('crontab', 'CrontabError'),
     'hueyd.exceptions': ('CancelExecution', 'ConfigurationError', 'HueyException',
                          'RateLimitExceeded', 'ResultTimeout', 'RetryTask', 'TaskException',

@@ -25,16 +25,19 @@ from hueyd.registry import Registry
 from hueyd.result import SKIPPED, ChordResult, Error, Result, ResultGroup
 from hueyd.revocations import Revocations
 from hueyd.serializer import Serializer
-from hueyd.storage import (MemoryStorage, PriorityRedisStorage, RedisStorage,
+from hueyd.storage import (BlackHoleStorage, CySqliteStorage, FileStorage, MemoryStorage,
+                           PriorityRedisExpireStorage,
+                           PriorityRedisStorage, RedisExpireStorage, RedisStorage,
                            SqliteStorage, storage_from_url)
 from hueyd.task import PeriodicTask, Task, TaskWrapper, chord, group
 from hueyd.times import from_timestamp, normalize_time, now, to_timestamp
 
 # huey's ``huey.api`` names that hueyd has, so ``from hueyd.api import X`` works as it did.
 __all__ = [
-    'CancelExecution', 'ChordResult', 'ConfigurationError', 'Consumer', 'EmptyData', 'Error',
-    'Huey', 'MemoryHuey', 'MemoryStorage', 'PeriodicTask', 'PriorityRedisHuey',
-    'PriorityRedisStorage', 'RateLimit', 'RateLimitExceeded', 'RedisHuey', 'RedisStorage',
+    'BlackHoleHuey', 'BlackHoleStorage', 'CancelExecution', 'ChordResult', 'ConfigurationError', 'Consumer', 'CySqliteHuey',
+    'CySqliteStorage', 'EmptyData', 'Error', 'FileHuey', 'FileStorage', 'Huey', 'MemoryHuey', 'MemoryStorage',
+    'PeriodicTask', 'PriorityRedisExpireHuey', 'PriorityRedisExpireStorage',
+    'PriorityRedisHuey', 'PriorityRedisStorage', 'RedisExpireHuey', 'RedisExpireStorage', 'RateLimit', 'RateLimitExceeded', 'RedisHuey', 'RedisStorage',
     'Registry', 'Result', 'ResultGroup', 'ResultTimeout', 'RetryTask', 'SKIPPED', 'Serializer',
     'SqliteHuey', 'SqliteStorage', 'Task', 'TaskException', 'TaskLock', 'TaskLockedException',
     'TaskTimeout', 'TaskWrapper', 'chord', 'crontab', 'group', 'normalize_time']
@@ -568,3 +571,23 @@ class RedisHuey(Huey):
 
 class PriorityRedisHuey(RedisHuey):
     storage_class = PriorityRedisStorage
+
+
+class RedisExpireHuey(RedisHuey):
+    storage_class = RedisExpireStorage
+
+
+class PriorityRedisExpireHuey(RedisHuey):
+    storage_class = PriorityRedisExpireStorage
+
+
+class CySqliteHuey(Huey):
+    storage_class = CySqliteStorage
+
+
+class FileHuey(Huey):
+    storage_class = FileStorage
+
+
+class BlackHoleHuey(Huey):
+    storage_class = BlackHoleStorage

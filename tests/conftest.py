@@ -5,9 +5,9 @@ import pytest
 
 from support import RedisServer, make_huey, make_storage
 
-STORAGE_KINDS = ['memory', 'sqlite', 'redis']
+STORAGE_KINDS = ['memory', 'sqlite', 'file', 'redis']
 # Storages that several instances (and processes) can share; memory is per instance.
-SHARED_STORAGE_KINDS = ['sqlite', 'redis']
+SHARED_STORAGE_KINDS = ['sqlite', 'file', 'redis']
 
 
 @pytest.fixture(scope='session')
@@ -22,18 +22,20 @@ def queue_name():
     return 'test-' + uuid.uuid4().hex
 
 
-def _url_for(kind, request, tmp_path):
+def url_for(kind, request, tmp_path):
     if kind == 'memory':
         return 'memory://'
     if kind == 'sqlite':
         return f'sqlite:///{tmp_path}/huey.db'
-    # Looked up lazily so memory and sqlite runs never start redis-server.
+    if kind == 'file':
+        return (tmp_path / 'files').as_uri()
+    # Looked up lazily so memory, sqlite and file runs never start redis-server.
     return request.getfixturevalue('redis_server').url
 
 
 @pytest.fixture(params=STORAGE_KINDS)
 def storage_url(request, tmp_path):
-    return _url_for(request.param, request, tmp_path)
+    return url_for(request.param, request, tmp_path)
 
 
 @pytest.fixture
@@ -47,7 +49,7 @@ def storage(storage_url, queue_name):
 @pytest.fixture(params=SHARED_STORAGE_KINDS)
 def shared_storage_url(request, tmp_path):
     """Like storage_url, for tests about what separate instances share."""
-    return _url_for(request.param, request, tmp_path)
+    return url_for(request.param, request, tmp_path)
 
 
 @pytest.fixture

@@ -484,7 +484,7 @@ class NotifySocket:
 
 def app_factory(tmp_path, request, build, prefix='app'):
     """The body of an app fixture: ``factory(storage, **options)`` builds an app in a
-    directory of its own on SQLite or the session Redis; every app is closed at teardown."""
+    directory of its own on SQLite, files or the session Redis; every app is closed at teardown."""
     apps = []
 
     def factory(storage='sqlite', **options):
@@ -492,6 +492,8 @@ def app_factory(tmp_path, request, build, prefix='app'):
         directory.mkdir()
         if storage == 'sqlite':
             url = 'sqlite:///%s/huey.db' % directory
+        elif storage == 'file':
+            url = (directory / 'files').as_uri()
         elif storage == 'redis':
             url = request.getfixturevalue('redis_server').url
         else:
@@ -509,7 +511,7 @@ def app_factory(tmp_path, request, build, prefix='app'):
 
 @pytest.fixture
 def make_app(tmp_path, request):
-    """make_app('sqlite' | 'redis') -> App in its own directory under tmp_path."""
+    """make_app('sqlite' | 'file' | 'redis') -> App in its own directory under tmp_path."""
     yield from app_factory(tmp_path, request, App)
 
 

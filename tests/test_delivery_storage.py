@@ -1,6 +1,7 @@
 """The storage side of at-least-once delivery: claims, leases, recovery, dead letters.
 
-Runs on every storage, and on PriorityRedisStorage, whose claims differ.
+Runs on every storage, and on PriorityRedisStorage, whose claims differ (also as
+PriorityRedisExpireStorage, built on it), and on CySqliteStorage.
 """
 import threading
 import time
@@ -9,17 +10,24 @@ import pytest
 
 from hueyd.constants import EmptyData
 from hueyd.storage import PriorityRedisStorage, RedisStorage, SqliteStorage
+from hueyd.storage import CySqliteStorage, PriorityRedisExpireStorage
 from hueyd.storage.protocols import Claimed, WriteBatching
 from support import make_storage, wait_until
 
 
-@pytest.fixture(params=['memory', 'sqlite', 'redis', 'priority-redis'])
+@pytest.fixture(params=['memory', 'sqlite', 'cysqlite', 'file', 'redis', 'priority-redis',
+                        'priority-redis-expire'])
 def store(request, tmp_path, queue_name):
-    if request.param == 'priority-redis':
+    if request.param.startswith('priority-redis'):
         server = request.getfixturevalue('redis_server')
-        storage = PriorityRedisStorage(queue_name, url=server.url, read_timeout=0.05)
+        cls = PriorityRedisExpireStorage if request.param.endswith('expire') else PriorityRedisStorage
+        storage = cls(queue_name, url=server.url, read_timeout=0.05)
+    elif request.param == 'cysqlite':
+        pytest.importorskip('cysqlite')
+        storage = CySqliteStorage(queue_name, filename=str(tmp_path / 'h.db'))
     else:
-        url = {'memory': 'memory://', 'sqlite': 'sqlite:///%s/h.db' % tmp_path}.get(request.param)
+        url = {'memory': 'memory://', 'sqlite': 'sqlite:///%s/h.db' % tmp_path,
+               'file': (tmp_path / 'files').as_uri()}.get(request.param)
         storage = make_storage(url or request.getfixturevalue('redis_server').url, queue_name)
     yield storage
     storage.flush_all()

@@ -1,4 +1,5 @@
 """The storage contract, run against every backend, then backend-specific behaviour."""
+import hashlib
 import multiprocessing
 import os
 import threading
@@ -8,11 +9,13 @@ import pytest
 
 from hueyd.constants import EmptyData
 from hueyd.exceptions import ConfigurationError
-from hueyd.storage import (BaseStorage, MemoryStorage, PriorityRedisStorage, RedisStorage,
-                           SqliteStorage, storage_from_url)
+from hueyd.storage import (BaseStorage, FileStorage, MemoryStorage, PriorityRedisStorage,
+                           RedisStorage, SqliteStorage, storage_from_url)
 from hueyd.storage.protocols import (Claims, Counters, DataStore, DeadLetters, Events, NodeState,
                                      Queue, Schedule, WriteBatching)
+from hueyd.storage import CySqliteStorage, PriorityRedisExpireStorage, RedisExpireStorage
 from support import make_storage, wait_until
+from conftest import SHARED_STORAGE_KINDS, STORAGE_KINDS, url_for
 
 
 def drain(storage):
@@ -20,6 +23,48 @@ def drain(storage):
     while (item := storage.dequeue()) is not None:
         items.append(item)
     return items
+
+
+# conftest's fixtures build the storages a URL names (its STORAGE_KINDS). These
+# override them here, so the contract also runs on the storages no URL names.
+CLASS_KINDS = {'redis-expire': RedisExpireStorage,
+               'priority-redis-expire': PriorityRedisExpireStorage,
+               'cysqlite': CySqliteStorage}
+
+
+@pytest.fixture
+def opener(request, tmp_path):
+    """``opener(kind, name)``: a new storage of a conftest kind or of CLASS_KINDS."""
+    def open_storage(kind, name):
+        if kind not in CLASS_KINDS:
+            return make_storage(url_for(kind, request, tmp_path), name)
+        if kind == 'cysqlite':
+            pytest.importorskip('cysqlite')
+            return CySqliteStorage(name, filename=str(tmp_path / 'huey.db'))
+        return CLASS_KINDS[kind](name, url=request.getfixturevalue('redis_server').url,
+                                 read_timeout=0.05)
+    return open_storage
+
+
+@pytest.fixture(params=STORAGE_KINDS + list(CLASS_KINDS))
+def storage(request, opener, queue_name):
+    storage = opener(request.param, queue_name)
+    yield storage
+    storage.flush_all()
+    storage.close()
+
+
+@pytest.fixture(params=SHARED_STORAGE_KINDS + list(CLASS_KINDS))
+def shared_kind(request):
+    return request.param
+
+
+@pytest.fixture
+def shared_storage(shared_kind, opener, queue_name):
+    storage = opener(shared_kind, queue_name)
+    yield storage
+    storage.flush_all()
+    storage.close()
 
 
 # --- queue -----------------------------------------------------------------
@@ -98,9 +143,9 @@ def test_threads_never_dequeue_the_same_message(storage):
     assert sorted(everything) == sorted(messages)
 
 
-def test_queues_with_other_names_are_separate(shared_storage_url, shared_storage, queue_name):
+def test_queues_with_other_names_are_separate(shared_kind, shared_storage, opener, queue_name):
     storage = shared_storage  # a memory storage shares nothing, so there is nothing to keep apart
-    other = make_storage(shared_storage_url, queue_name + '-other')
+    other = opener(shared_kind, queue_name + '-other')
     try:
         storage.enqueue(b'mine')
         storage.add_to_schedule(b'later', 1)
@@ -118,12 +163,12 @@ def test_queues_with_other_names_are_separate(shared_storage_url, shared_storage
         other.close()
 
 
-def test_a_second_instance_sees_the_same_data(shared_storage_url, shared_storage, queue_name):
+def test_a_second_instance_sees_the_same_data(shared_kind, shared_storage, opener, queue_name):
     storage = shared_storage
     assert storage.shared
     storage.enqueue(b'm')
     storage.put_data('k', b'v')
-    other = make_storage(shared_storage_url, queue_name)
+    other = opener(shared_kind, queue_name)
     try:
         assert other.dequeue() == b'm'
         assert other.pop_data('k') == b'v'
@@ -291,7 +336,10 @@ def test_result_items_only_count_results(storage):
 
     storage.put_data('r1', b'now plain')  # rewriting without is_result demotes it
     assert storage.result_items() == {'r2': b''}
-    storage.pop_data('r2')
+    assert storage.pop_data('r2') == b''
+    if isinstance(storage, RedisExpireStorage):  # its results outlive reads
+        assert storage.result_items() == {'r2': b''}
+        assert storage.delete_data('r2') is True
     assert storage.result_store_size() == 0
     assert storage.result_items() == {}
 
@@ -342,9 +390,10 @@ EVERY_PROTOCOL = (Queue, Schedule, DataStore, Counters, Claims, DeadLetters, Eve
 
 
 def test_each_storage_supports_what_it_declares(storage):
-    batches = not isinstance(storage, MemoryStorage)
-    assert [storage.supports(p) for p in EVERY_PROTOCOL] == [True] * 8 + [batches]
-    assert storage.supports_events
+    files = isinstance(storage, FileStorage)  # no events
+    batches = not isinstance(storage, (MemoryStorage, FileStorage))
+    assert [storage.supports(p) for p in EVERY_PROTOCOL] == [True] * 6 + [not files, True, batches]
+    assert storage.supports_events is not files
 
 
 def test_a_storage_that_leaves_out_a_required_method_names_it():
@@ -395,19 +444,24 @@ def test_what_a_storage_answers_for_the_optional_protocols_it_does_not_declare()
     ('sqlite:////var/lib/huey.db?journal_mode=delete&timeout=2.5&cache_mb=16&fsync=true',
      SqliteStorage, {'filename': '/var/lib/huey.db', 'journal_mode': 'delete', 'timeout': 2.5,
                      'cache_mb': 16, 'fsync': True}),
+    ('file:///var/lib/hueyd', FileStorage, {'path': '/var/lib/hueyd'}),
+    ('file:///var/lib/my%20queue?levels=1&use_thread_lock=yes', FileStorage,
+     {'path': '/var/lib/my queue', 'levels': 1, 'use_thread_lock': True}),
 ])
 def test_storage_from_url(url, storage_class, kwargs):
     assert storage_from_url(url) == (storage_class, kwargs)
 
 
 @pytest.mark.parametrize('url', ['', 'huey.db', 'postgres://localhost/huey', 'sqlite://',
-                                 'sqlite://host/huey.db', 'http://example.com'])
+                                 'sqlite://host/huey.db', 'http://example.com', 'file://',
+                                 'file://host/folder', 'file:relative/folder'])
 def test_storage_from_url_rejects_unknown_urls(url):
     with pytest.raises(ConfigurationError) as info:
         storage_from_url(url)
     message = str(info.value)
     assert repr(url) in message
-    for example in ('redis://', 'rediss://', 'unix://', 'sqlite:///', 'sqlite:////', 'memory://'):
+    for example in ('redis://', 'rediss://', 'unix://', 'sqlite:///', 'sqlite:////', 'file:///',
+                    'memory://'):
         assert example in message
 
 
@@ -462,11 +516,25 @@ def test_sqlite_tables_are_prefixed(tmp_path):
     assert mode == 'wal'
 
 
-def test_sqlite_a_lock_held_past_the_busy_timeout_is_a_transient_error(tmp_path):
+def sqlite_driver(driver):
+    """``(storage class, connect(path))`` for SQLite through ``driver``.
+
+    A test's own connection goes through the storage's driver: two SQLite
+    libraries in one process do not see each other's locks.
+    """
+    if driver == 'cysqlite':
+        cysqlite = pytest.importorskip('cysqlite')
+        return CySqliteStorage, lambda path: cysqlite.connect(str(path))
     import sqlite3
-    storage = SqliteStorage('q', filename=str(tmp_path / 'huey.db'), timeout=0.05)
+    return SqliteStorage, lambda path: sqlite3.connect(path, isolation_level=None)
+
+
+@pytest.mark.parametrize('driver', ['sqlite3', 'cysqlite'])
+def test_sqlite_a_lock_held_past_the_busy_timeout_is_a_transient_error(tmp_path, driver):
+    storage_class, connect = sqlite_driver(driver)
+    storage = storage_class('q', filename=str(tmp_path / 'huey.db'), timeout=0.05)
     storage.enqueue(b'a')
-    other = sqlite3.connect(tmp_path / 'huey.db', isolation_level=None)
+    other = connect(tmp_path / 'huey.db')
     other.execute('BEGIN IMMEDIATE')
     try:
         with pytest.raises(storage.transient_errors, match='locked'):
@@ -478,33 +546,38 @@ def test_sqlite_a_lock_held_past_the_busy_timeout_is_a_transient_error(tmp_path)
     assert storage.queue_size() == 2
 
 
-def test_sqlite_a_read_only_database_is_not_a_transient_error(tmp_path):
+@pytest.mark.parametrize('driver', ['sqlite3', 'cysqlite'])
+def test_sqlite_a_read_only_database_is_not_a_transient_error(tmp_path, driver):
     """Retrying a write that can never succeed would hang workers for ever."""
     import sqlite3
+    storage_class, _ = sqlite_driver(driver)
     path = tmp_path / 'huey.db'
-    SqliteStorage('q', filename=str(path)).enqueue(b'a')
-    storage = SqliteStorage('q', filename=str(path))
+    storage_class('q', filename=str(path)).enqueue(b'a')
+    storage = storage_class('q', filename=str(path))
     storage.conn.execute('PRAGMA query_only = ON')  # what a read-only file does to writes
     with pytest.raises(sqlite3.OperationalError) as caught:
         storage.enqueue(b'b')
     assert not isinstance(caught.value, storage.transient_errors), caught.value
 
 
-def _sqlite_consumer(storage, results):
-    # The instance is inherited through fork(), so it must open its own connection.
+def _consumer(storage, results):
+    # The instance is inherited through fork(): SQLite must open its own connection.
     results.put(drain(storage))
 
 
-def test_sqlite_processes_never_dequeue_the_same_message(tmp_path):
-    filename = str(tmp_path / 'huey.db')
-    storage = SqliteStorage('q', filename=filename)
+@pytest.mark.parametrize('kind', ['sqlite', 'file'])
+def test_processes_never_dequeue_the_same_message(tmp_path, kind):
+    if kind == 'sqlite':
+        storage = SqliteStorage('q', filename=str(tmp_path / 'huey.db'))
+    else:
+        storage = FileStorage('q', path=str(tmp_path))
     messages = [b'message-%d' % i for i in range(2000)]
     storage.enqueue_many([(m, None) for m in messages])
     assert storage.queue_size() == 2000  # the parent's connection is open while forking
 
     ctx = multiprocessing.get_context('fork')
     results = ctx.Queue()
-    workers = [ctx.Process(target=_sqlite_consumer, args=(storage, results)) for _ in range(4)]
+    workers = [ctx.Process(target=_consumer, args=(storage, results)) for _ in range(4)]
     for worker in workers:
         worker.start()
     got = [results.get(timeout=60) for _ in workers]  # read before join: the pipe is bounded
@@ -532,6 +605,55 @@ def test_sqlite_connection_reopened_after_fork(tmp_path):
     assert storage.conn is parent_conn
     assert storage.peek_data('child') == b'2'
     storage.close()
+
+
+# --- file ------------------------------------------------------------------
+
+@pytest.mark.parametrize('options, named', [
+    ({}, ['path=']),
+    ({'path': 'FILE'}, ['FILE', 'is a file', 'folder']),
+    ({'path': 'FILE/below'}, ['FILE/below', 'cannot create', 'write to']),
+    ({'path': 'DIR', 'levels': 5}, ['levels=5', '0 to 4']),
+])
+def test_file_storage_names_what_is_wrong(tmp_path, options, named):
+    (tmp_path / 'FILE').write_text('not a folder')
+    options = {key: str(tmp_path / value) if key == 'path' else value
+               for key, value in options.items()}
+    with pytest.raises(ConfigurationError) as info:
+        FileStorage('q', **options)
+    for words in named:
+        assert words.replace('FILE', str(tmp_path / 'FILE')) in str(info.value)
+
+
+def test_file_storage_priorities_are_32_bit_integers(tmp_path):
+    storage = FileStorage('q', path=str(tmp_path))
+    storage.enqueue(b'low', priority=1.5)  # truncated, as huey does
+    storage.enqueue(b'top', priority=2 ** 31 - 1)
+    storage.add_to_schedule(b'bottom', 1.0, priority=-2 ** 31)
+    storage.move_due(2.0)
+    assert drain(storage) == [b'top', b'low', b'bottom']
+    with pytest.raises(ValueError, match='from -2147483648 to 2147483647, not 2147483648'):
+        storage.enqueue(b'x', priority=2 ** 31)
+
+
+def test_file_storage_layout(tmp_path):
+    storage = FileStorage('a/b', path=str(tmp_path), levels=1)
+    storage.enqueue(b'm')
+    storage.put_data('k', b'v', is_result=True)
+    folder = tmp_path / 'hueyd.a%2Fb'
+    assert storage.location() == str(folder)
+    assert [p.read_bytes() for p in (folder / 'queue').iterdir()] == [b'm']
+    digest = hashlib.md5(b'k').hexdigest()
+    assert storage.path_for_key('k') == str(folder / 'data' / digest[0] / digest)
+    assert os.listdir(folder / 'tmp') == []  # written there, then renamed into place
+
+
+def test_file_storage_with_a_thread_lock_is_for_one_process(tmp_path):
+    storage = FileStorage('q', path=str(tmp_path), use_thread_lock=True)
+    other = FileStorage('q', path=str(tmp_path), use_thread_lock=True)
+    assert storage.shared is False and FileStorage.shared is True
+    assert storage.lock is other.lock  # instances of one process still exclude each other
+    assert not (tmp_path / 'hueyd.q' / 'lock').exists()
 
 
 # --- redis -----------------------------------------------------------------
@@ -668,3 +790,91 @@ def test_redis_connection_options(redis_server, queue_name):
         by_params.close()
     with pytest.raises(ConfigurationError):
         RedisStorage(url=redis_server.url, host='127.0.0.1')
+
+
+# --- redis with expiring results (RedisExpireStorage) ------------------------
+
+@pytest.fixture(params=[RedisExpireStorage, PriorityRedisExpireStorage])
+def expiring(request, redis_server, queue_name):
+    """``expiring(expire_time)``: a new storage of the class, emptied and closed afterwards."""
+    made = []
+
+    def make(expire_time):
+        made.append(request.param(queue_name, url=redis_server.url, expire_time=expire_time))
+        return made[-1]
+    yield make
+    for storage in made:
+        storage.flush_all()
+        storage.close()
+
+
+def test_redis_expire_results_outlive_reads_until_they_expire(expiring):
+    storage = expiring(expire_time=1)
+    storage.put_data('r', b'result', is_result=True)
+    storage.put_data('k', b'data')
+    assert storage.pop_data('r') == b'result'
+    assert storage.pop_data('r') == b'result'  # every reader gets it
+    assert storage.result_items() == {'r': b'result'}
+    wait_until(lambda: not storage.has_data_for_key('r'), timeout=5,
+               message='a result stored with expire_time=1 never expired')
+    assert storage.peek_data('r') is EmptyData
+    assert storage.result_store_size() == 0
+    assert storage.peek_data('k') == b'data'  # only results expire
+
+
+def test_redis_expire_key_layout(expiring, queue_name):
+    storage = expiring(expire_time=3600)
+    client, prefix = storage.conn, 'hueyd.%s.' % queue_name
+    storage.put_data('r', b'1', is_result=True)
+    assert client.get(prefix + 'result.r') == b'1'
+    assert 3590 * 1000 < client.pttl(prefix + 'result.r') <= 3600 * 1000
+    assert client.exists(prefix + 'results') == 0
+    storage.put_data('r', b'plain')  # rewriting without is_result demotes it
+    assert client.exists(prefix + 'result.r') == 0
+    assert client.hgetall(prefix + 'data') == {b'r': b'plain'}
+    storage.put_data('r', b'2', is_result=True)
+    assert client.hgetall(prefix + 'data') == {}
+    storage.flush_all()
+    assert client.keys(prefix + '*') == []
+
+
+def test_redis_expire_result_goes_out_in_the_write_batch_before_its_ack(expiring, queue_name):
+    storage = expiring(expire_time=60)
+    storage.enqueue(b'm')
+    (receipt, _), = storage.claim('w')
+    storage.begin_batch()
+    storage.put_data('r', b'1', is_result=True)
+    storage.ack('w', [receipt])
+    assert storage.peek_data('r') is EmptyData  # both wait for the flush
+    assert storage.claimed_items() == {'w': [b'm']}
+    storage.end_batch()
+    assert storage.peek_data('r') == b'1'
+    assert storage.claimed_items() == {}
+    assert 0 < storage.conn.pttl('hueyd.%s.result.r' % queue_name) <= 60000
+
+
+@pytest.mark.parametrize('expire_time', [0, -1, None])
+def test_redis_expire_time_must_be_positive(expire_time):
+    with pytest.raises(ConfigurationError, match='expire_time'):
+        RedisExpireStorage('q', expire_time=expire_time)
+
+
+# --- sqlite through cysqlite (CySqliteStorage) ---------------------------------
+
+def test_cysqlite_storage_without_cysqlite_names_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setattr('hueyd.storage.sqlite.cysqlite', None)
+    with pytest.raises(ConfigurationError) as info:
+        CySqliteStorage('q', filename=str(tmp_path / 'huey.db'))
+    assert 'pip install cysqlite' in str(info.value) and 'SqliteStorage' in str(info.value)
+
+
+def test_cysqlite_storage_talks_through_cysqlite(tmp_path):
+    cysqlite = pytest.importorskip('cysqlite')
+    storage = CySqliteStorage('q', filename=str(tmp_path / 'huey.db'), journal_mode='truncate')
+    try:
+        storage.enqueue(b'm')
+        assert isinstance(storage.conn.conn, cysqlite.Connection)
+        assert storage.conn.execute('PRAGMA journal_mode').fetchone() == ('truncate',)
+    finally:
+        storage.close()
+

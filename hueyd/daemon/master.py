@@ -113,9 +113,11 @@ class Preflight(Child):
         if huey is None:
             return self.boot_failed()
         if not huey.storage.shared:
-            logger.error('%s keeps tasks in %s, which lives inside one process; the daemon '
-                         'needs storage its processes share: use SqliteHuey, RedisHuey or '
-                         'Huey(url="sqlite:///..." or "redis://...")',
+            logger.error('%s keeps tasks in %s, which the daemon\'s processes cannot share (it '
+                         'lives in one process, keeps nothing, or locks for one process only); '
+                         'the daemon needs storage its processes share: use SqliteHuey, '
+                         'RedisHuey, FileHuey or Huey(url="sqlite:///...", "redis://..." or '
+                         '"file:///...")',
                          self.config.app, type(huey.storage).__name__)
             return self.boot_failed()
         if self.announce:

@@ -1,20 +1,25 @@
 """Storage backends and ``storage_from_url``."""
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from hueyd.exceptions import ConfigurationError
 from hueyd.storage.base import BaseStorage
+from hueyd.storage.blackhole import BlackHoleStorage
+from hueyd.storage.file import FileStorage
 from hueyd.storage.memory import MemoryStorage
-from hueyd.storage.redis import PriorityRedisStorage, RedisStorage
-from hueyd.storage.sqlite import SqliteStorage
+from hueyd.storage.redis import (PriorityRedisExpireStorage, PriorityRedisStorage,
+                                 RedisExpireStorage, RedisStorage)
+from hueyd.storage.sqlite import CySqliteStorage, SqliteStorage
 
-__all__ = ['BaseStorage', 'MemoryStorage', 'PriorityRedisStorage', 'RedisStorage',
-           'SqliteStorage', 'storage_from_url']
+__all__ = ['BaseStorage', 'BlackHoleStorage', 'CySqliteStorage', 'FileStorage', 'MemoryStorage',
+           'PriorityRedisExpireStorage', 'PriorityRedisStorage', 'RedisExpireStorage',
+           'RedisStorage', 'SqliteStorage', 'storage_from_url']
 
 URL_EXAMPLES = (
     'redis://[:password@]host:6379/0',
     'rediss://[:password@]host:6379/0 (TLS)',
     'unix:///path/to/redis.sock?db=0',
     'sqlite:///relative/path/huey.db or sqlite:////absolute/path/huey.db',
+    'file:///absolute/path/to/folder (FileStorage)',
     'memory://',
 )
 
@@ -24,8 +29,10 @@ def storage_from_url(url):
 
     Redis URLs are handed to redis-py unchanged (``url=url``). For SQLite,
     three slashes start a path relative to the working directory and four an
-    absolute one; query options (``?journal_mode=wal&timeout=5``) become
-    keyword arguments, converted to bool, int or float when they read as one.
+    absolute one. A file URL names a folder by its absolute path, percent-encoded
+    as file URLs are. Query options (``?journal_mode=wal&timeout=5``,
+    ``?levels=1``) become keyword arguments, converted to bool, int or float
+    when they read as one.
     """
     parts = urlsplit(url or '')
     scheme = parts.scheme.lower()
@@ -33,10 +40,12 @@ def storage_from_url(url):
         return RedisStorage, {'url': url}
     if scheme == 'memory':
         return MemoryStorage, {}
-    if scheme == 'sqlite' and not parts.netloc and parts.path.startswith('/') and parts.path != '/':
+    if scheme in ('sqlite', 'file') and not parts.netloc and parts.path.startswith('/') \
+            and parts.path != '/':
         kwargs = {key: _parse_value(value) for key, value in parse_qsl(parts.query)}
-        kwargs['filename'] = parts.path[1:]
-        return SqliteStorage, kwargs
+        if scheme == 'file':
+            return FileStorage, {**kwargs, 'path': unquote(parts.path)}
+        return SqliteStorage, {**kwargs, 'filename': parts.path[1:]}
     raise ConfigurationError('unsupported storage URL %r; use one of: %s'
                              % (url, '; '.join(URL_EXAMPLES)))
 

@@ -13,6 +13,9 @@ Keys for a queue called ``<name>``:
     keep insertion order. The header is stripped on read.
 ``hueyd.<name>.results``
     hash of the values stored with ``is_result=True``.
+``hueyd.<name>.result.<key>``
+    in RedisExpireStorage instead: each result in a string key of its own, so
+    Redis expires it.
 ``hueyd.<name>.data``
     hash of the other values (locks taken without a ttl, chord state).
 ``hueyd.<name>.revoked``
@@ -33,8 +36,8 @@ Keys for a queue called ``<name>``:
 The delivery scripts build claim keys from the worker name, so they assume a
 single Redis server (not Redis Cluster).
 
-A data key lives in exactly one of ``results``, ``data`` or its ``ttl`` key:
-writes clear the other two, and reads look in all three.
+A data key lives in exactly one of ``results`` (or its ``result`` key), ``data``
+or its ``ttl`` key: writes clear the other two, and reads look in all three.
 """
 from contextlib import contextmanager
 
@@ -82,10 +85,26 @@ end
 return items
 """
 
-# KEYS: results, data, ttl key. ARGV: field.
+# How the data scripts reach a result, given KEYS[1] and the field: in the
+# results hash, which a read empties (RedisStorage)...
+HASHED_RESULTS = """
+local function result_exists(key, field) return redis.call('HEXISTS', key, field) == 1 end
+local function pop_result(key, field)
+    local v = redis.call('HGET', key, field)
+    if v then redis.call('HDEL', key, field) end
+    return v
+end
+"""
+# ...or in a key of its own, which only its expiry removes (RedisExpireStorage).
+KEYED_RESULTS = """
+local function result_exists(key, field) return redis.call('EXISTS', key) == 1 end
+local function pop_result(key, field) return redis.call('GET', key) end
+"""
+
+# KEYS: result location (see above), data, ttl key. ARGV: field.
 POP_DATA = """
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v then redis.call('HDEL', KEYS[1], ARGV[1]) return v end
+local v = pop_result(KEYS[1], ARGV[1])
+if v then return v end
 v = redis.call('HGET', KEYS[2], ARGV[1])
 if v then redis.call('HDEL', KEYS[2], ARGV[1]) return v end
 v = redis.call('GET', KEYS[3])
@@ -93,9 +112,9 @@ if v then redis.call('DEL', KEYS[3]) end
 return v
 """
 
-# KEYS: results, data, ttl key. ARGV: field, value, ttl in ms (0: none).
+# KEYS: result location (see above), data, ttl key. ARGV: field, value, ttl in ms (0: none).
 PUT_IF_EMPTY = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1
+if result_exists(KEYS[1], ARGV[1]) or redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1
    or redis.call('EXISTS', KEYS[3]) == 1 then
     return 0
 end
@@ -296,8 +315,8 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
 
         self._add_with_seq = self.conn.register_script(ADD_WITH_SEQ)
         self._read_schedule = self.conn.register_script(READ_SCHEDULE)
-        self._pop_data = self.conn.register_script(POP_DATA)
-        self._put_if_empty = self.conn.register_script(PUT_IF_EMPTY)
+        self._pop_data = self.conn.register_script(self.results_lua + POP_DATA)
+        self._put_if_empty = self.conn.register_script(self.results_lua + PUT_IF_EMPTY)
         self._claim = self.conn.register_script(CLAIM)
         self._revocations = self.conn.register_script(REVOCATIONS)
         self._beat = self.conn.register_script(BEAT)
@@ -382,7 +401,7 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
         return self.conn.lrange(self.queue_key, -limit if limit else 0, -1)[::-1]
 
     def flush_queue(self):
-        claims = list(self.conn.scan_iter(match=_glob_escape(self.claims_prefix.encode()) + b'*'))
+        claims = list(self._scan(self.claims_prefix.encode()))
         self.conn.delete(self.queue_key, self.queue_seq_key, self.wake_key, self.leases_key, *claims)
 
     # --- schedule ----------------------------------------------------------
@@ -427,23 +446,50 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
 
     # --- data store --------------------------------------------------------
     def _ttl_key(self, key):
-        return self.ttl_prefix + (key if isinstance(key, bytes) else str(key).encode())
+        return _prefixed(self.ttl_prefix, key)
 
     def _data_keys(self, key):
+        """The keys of the data scripts: the result location, data, ttl key."""
         return [self.results_key, self.data_key, self._ttl_key(key)]
 
+    # Where results live: fields of the results hash here, keys of their own in
+    # RedisExpireStorage, which overrides these and results_lua.
+    results_lua = HASHED_RESULTS
+
+    def _put_result(self, pipe, key, value):
+        pipe.hset(self.results_key, key, value)
+
+    def _forget_result(self, pipe, key):
+        pipe.hdel(self.results_key, key)
+
+    def _read_result(self, pipe, key):
+        pipe.hget(self.results_key, key)
+
+    def _has_result(self, pipe, key):
+        pipe.hexists(self.results_key, key)
+
     def put_data(self, key, value, is_result=False):
-        target, other = ((self.results_key, self.data_key) if is_result
-                         else (self.data_key, self.results_key))
         with self._pipeline(transaction=True) as pipe:  # MULTI: never in two places at once
-            pipe.hset(target, key, value)
-            pipe.hdel(other, key)
+            if is_result:
+                self._put_result(pipe, key, value)
+                pipe.hdel(self.data_key, key)
+            else:
+                pipe.hset(self.data_key, key, value)
+                self._forget_result(pipe, key)
             pipe.delete(self._ttl_key(key))
+
+    def delete_data(self, key):
+        # Unlike pop_data it reads nothing back, and it removes a RedisExpireStorage result.
+        pipe = self.conn.pipeline()
+        self._forget_result(pipe, key)
+        pipe.hdel(self.data_key, key)
+        pipe.delete(self._ttl_key(key))
+        return any(pipe.execute())
 
     def peek_many(self, keys):
         pipe = self.conn.pipeline(transaction=False)  # reads: no MULTI needed
         for key in keys:
-            pipe.hget(self.results_key, key)
+            self._read_result(pipe, key)
             pipe.hget(self.data_key, key)
             pipe.get(self._ttl_key(key))
         replies = pipe.execute()
@@ -474,7 +520,7 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
 
     def has_data_for_key(self, key):
         pipe = self.conn.pipeline()
-        pipe.hexists(self.results_key, key)
+        self._has_result(pipe, key)
         pipe.hexists(self.data_key, key)
         pipe.exists(self._ttl_key(key))
         return any(pipe.execute())
@@ -491,9 +537,15 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
 
     def flush_results(self):
         self.conn.delete(self.results_key, self.data_key, self.revoked_key)
-        pattern = _glob_escape(self.ttl_prefix) + b'*'
+        self._delete_prefixed(self.ttl_prefix)
+
+    def _scan(self, prefix):
+        """Every key that starts with ``prefix`` (bytes)."""
+        return self.conn.scan_iter(match=_glob_escape(prefix) + b'*', count=500)
+
+    def _delete_prefixed(self, prefix):
         batch = []
-        for key in self.conn.scan_iter(match=pattern, count=500):
+        for key in self._scan(prefix):
             batch.append(key)
             if len(batch) >= 500:
                 self.conn.delete(*batch)
@@ -615,7 +667,7 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
     def claimed_items(self):
         claimed = {}
         start = len(self.claims_prefix)
-        for key in self.conn.scan_iter(match=_glob_escape(self.claims_prefix.encode()) + b'*'):
+        for key in self._scan(self.claims_prefix.encode()):
             entries = self.conn.lrange(key, 0, -1)
             if entries:
                 claimed[key.decode()[start:]] = [self._data_of(e) for e in reversed(entries)]
@@ -728,6 +780,60 @@ class PriorityRedisStorage(RedisStorage):
         return [item[SEQ_LEN:] for item in self._zrange(self.queue_key, limit)]
 
 
+class RedisExpireStorage(RedisStorage):
+    """Results that Redis deletes ``expire_time`` seconds after they are stored (huey's).
+
+    Each result is a key of its own (``hueyd.<name>.result.<key>``) with that
+    expiry, and reading it, even with pop_data, leaves it: every reader gets it
+    until it expires, or until delete_data. Other data is RedisStorage's.
+    """
+    results_lua = KEYED_RESULTS
+
+    def __init__(self, name='huey', expire_time=86400, *args, **kwargs):
+        if not expire_time or expire_time <= 0:
+            raise ConfigurationError('expire_time must be a positive number of seconds, not %r'
+                                     % (expire_time,))
+        super().__init__(name, *args, **kwargs)
+        self.expire_time = expire_time
+        self.result_prefix = ('hueyd.%s.result.' % name).encode()
+
+    def _result_key(self, key):
+        return _prefixed(self.result_prefix, key)
+
+    def _data_keys(self, key):
+        return [self._result_key(key), self.data_key, self._ttl_key(key)]
+
+    def _put_result(self, pipe, key, value):
+        pipe.set(self._result_key(key), value, px=max(1, int(self.expire_time * 1000)))
+
+    def _forget_result(self, pipe, key):
+        pipe.delete(self._result_key(key))
+
+    def _read_result(self, pipe, key):
+        pipe.get(self._result_key(key))
+
+    def _has_result(self, pipe, key):
+        pipe.exists(self._result_key(key))
+
+    def result_store_size(self):
+        return sum(1 for _ in self._scan(self.result_prefix))
+
+    def result_items(self):
+        keys = list(self._scan(self.result_prefix))
+        start = len(self.result_prefix)
+        values = self.conn.mget(keys) if keys else []
+        return {key[start:].decode(): value for key, value in zip(keys, values)
+                if value is not None}  # expired between the scan and the read
+
+    def flush_results(self):
+        super().flush_results()
+        self._delete_prefixed(self.result_prefix)
+
+
+class PriorityRedisExpireStorage(RedisExpireStorage, PriorityRedisStorage):
+    """PriorityRedisStorage's queue with RedisExpireStorage's results."""
+
+
 class _RedisBatch:
     __slots__ = ('pipe', 'events')
 
@@ -759,6 +865,10 @@ def _execute_scripts(pipe, scripts):
         if isinstance(reply, Exception) and not isinstance(reply, redis.exceptions.NoScriptError):
             raise reply
     return replies
+
+
+def _prefixed(prefix, key):
+    return prefix + (key if isinstance(key, bytes) else str(key).encode())
 
 
 def _glob_escape(raw):

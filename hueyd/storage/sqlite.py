@@ -12,8 +12,11 @@ dequeue the same message or read the same scheduled item.
 The writes of batching threads (enqueue, schedule, put_data, ack) wait as
 statements and commit together in one transaction: a commit costs far more
 than a statement.
+
+CySqliteStorage is the same storage through the ``cysqlite`` driver.
 """
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -25,6 +28,11 @@ from hueyd.storage.base import BaseStorage
 from hueyd.storage.batch import SharedBatch
 from hueyd.storage.listener import EventListener
 from hueyd.storage.protocols import Claimed, Claims, DeadLetters, Events, NodeState, WriteBatching
+
+try:
+    import cysqlite
+except ImportError:  # optional: only CySqliteStorage needs it
+    cysqlite = None
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hueyd_queue (
@@ -190,14 +198,17 @@ class SqliteStorage(Claims, DeadLetters, Events, NodeState,
         return local.conn
 
     def _connect(self):
-        # isolation_level=None: no implicit transactions, we issue BEGIN ourselves.
-        conn = sqlite3.connect(self.filename, timeout=self.timeout, isolation_level=None,
-                               factory=_Connection)
+        conn = self._open()
         self._set_journal_mode(conn)
         conn.execute('PRAGMA synchronous = %s' % ('FULL' if self.fsync else 'NORMAL'))
         conn.execute('PRAGMA cache_size = %d' % (-1024 * self.cache_mb))
         conn.executescript(SCHEMA)
         return conn
+
+    def _open(self):
+        # isolation_level=None: no implicit transactions, we issue BEGIN ourselves.
+        return sqlite3.connect(self.filename, timeout=self.timeout, isolation_level=None,
+                               factory=_Connection)
 
     def _conn_with(self, schema):
         """This thread's connection, once ``schema`` is created (on first use, per connection)."""
@@ -524,3 +535,75 @@ class SqliteStorage(Claims, DeadLetters, Events, NodeState,
     def delete_state(self, kind, key):
         self._conn_with(STATE_SCHEMA).execute(
             'DELETE FROM hueyd_state WHERE name = ? AND kind = ? AND key = ?', (self.name, kind, key))
+
+
+class CySqliteStorage(SqliteStorage):
+    """SqliteStorage through the ``cysqlite`` driver instead of sqlite3 (huey's CySqliteStorage).
+
+    Same file layout, claims and batching. cysqlite brings its own SQLite
+    library, which does not see the locks of the one behind sqlite3 (SQLite's
+    file locks are per process): never open one file through both drivers in
+    one process.
+    """
+
+    def __init__(self, *args, **kwargs):
+        if cysqlite is None:
+            raise ConfigurationError(
+                'CySqliteStorage needs the "cysqlite" package: pip install cysqlite; '
+                'or use SqliteStorage, the same storage on the standard library\'s sqlite3')
+        super().__init__(*args, **kwargs)
+
+    def _open(self):
+        return _CyConnection(self.filename, self.timeout)
+
+
+class _CyConnection:
+    """A cysqlite connection, with the part of sqlite3's interface SqliteStorage uses.
+
+    cysqlite's classes cannot be subclassed, and it raises errors of its own;
+    they become sqlite3's here (see _translated), so SqliteStorage's handling of
+    errors holds for both drivers. cysqlite never opens a transaction by itself,
+    as sqlite3 with isolation_level=None.
+    """
+
+    def __init__(self, filename, timeout):
+        self.schemas = set()  # as _Connection.schemas
+        self.conn = _translated(cysqlite.connect, filename, timeout=timeout)
+
+    def execute(self, sql, parameters=()):
+        return _CyCursor(_translated(self.conn.execute, sql, parameters))
+
+    def executemany(self, sql, parameters):
+        return _CyCursor(_translated(self.conn.executemany, sql, parameters))
+
+    def executescript(self, script):
+        return _CyCursor(_translated(self.conn.executescript, script))
+
+    def close(self):
+        self.conn.close()
+
+
+class _CyCursor:
+    def __init__(self, cursor):
+        self.cursor = cursor
+
+    @property
+    def rowcount(self):
+        return self.cursor.rowcount
+
+    def fetchone(self):
+        return _translated(self.cursor.fetchone)
+
+    def fetchall(self):
+        return _translated(self.cursor.fetchall)
+
+
+def _translated(call, *args, **kwargs):
+    """``call(...)``, raising a cysqlite OperationalError as sqlite3's (or SqliteUnavailable)."""
+    try:
+        return call(*args, **kwargs)
+    except cysqlite.OperationalError as exc:
+        # cysqlite names SQLite's result code only in its message: "... (code=5, ext=5)".
+        code = re.search(r'\(code=(\d+)', str(exc))
+        transient = code is not None and int(code.group(1)) in TRANSIENT_CODES
+        raise (SqliteUnavailable if transient else sqlite3.OperationalError)(str(exc)) from exc
