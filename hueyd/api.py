@@ -7,6 +7,7 @@ and chords, ``Revocations`` revokes, ``DeadLetters`` keeps what cannot run,
 """
 import functools
 import logging
+import time
 
 from hueyd import signals as S
 from hueyd.chords import Chords
@@ -14,7 +15,7 @@ from hueyd.constants import EmptyData
 from hueyd.consumer import Consumer
 from hueyd.cron import crontab
 from hueyd.deadletter import DeadLetters
-from hueyd.events import EventEmitter
+from hueyd.events import EVENT_CHECKING_PERIODIC, EVENT_SCHEDULING_PERIODIC, EventEmitter
 from hueyd.exceptions import (CancelExecution, ConfigurationError, RateLimitExceeded,
                               ResultTimeout, RetryTask, TaskException, TaskLockedException,
                               TaskTimeout)
@@ -44,6 +45,8 @@ __all__ = [
 
 logger = logging.getLogger('hueyd')
 
+PERIODIC_MARK_TTL = 3600  # seconds a "this minute's periodic tasks are enqueued" mark lives
+
 
 class Huey:
     """A task queue bound to one storage.
@@ -51,7 +54,7 @@ class Huey:
     With no storage class and no ``url`` the storage is the embedded default,
     SQLite in the file ``huey.db`` in the current directory (``filename=`` to
     change it). ``url`` picks a storage by scheme: ``redis://``, ``rediss://``,
-    ``unix://``, ``sqlite:///path`` or ``memory://``.
+    ``unix://``, ``sqlite:///path``, ``file:///folder`` or ``memory://``.
     """
 
     storage_class = None
@@ -408,6 +411,21 @@ class Huey:
         timestamp = timestamp or self.now()
         return [task for task in self.registry.periodic_tasks
                 if task.validate_datetime(timestamp)]
+
+    def enqueue_periodic(self, minute):
+        """Enqueue the periodic tasks due in ``minute``, once for every scheduler that shares
+        the storage (daemon nodes, in-process consumers): a mark kept for an hour says the
+        minute is done. Returns the tasks enqueued, or None when another did it."""
+        mark = 'hueyd.periodic.%s' % minute.strftime('%Y%m%d%H%M')
+        if not self.storage.put_if_empty(mark, b'1', PERIODIC_MARK_TTL):
+            return None
+        timestamp = time.time()
+        self.emit_event(EVENT_CHECKING_PERIODIC, timestamp=timestamp)
+        tasks = self.read_periodic(minute)
+        for task in tasks:
+            self.enqueue(task)
+            self.emit_event(EVENT_SCHEDULING_PERIODIC, task, timestamp=timestamp)
+        return tasks
 
     def _decode_all(self, messages):
         tasks = []

@@ -40,7 +40,8 @@ WORKER_TYPES = (WORKER_THREAD, WORKER_GREENLET, WORKER_PROCESS)
 LEASE = 30.0  # seconds a claim outlives a consumer that stopped renewing it
 
 __all__ = [
-    'ALL_EVENTS', 'Consumer', 'ConsumerStopped', 'EventListener', 'Scheduler', 'Worker',
+    'ALL_EVENTS', 'Consumer', 'ConsumerStopped', 'EventListener', 'OptionError', 'Scheduler',
+    'Worker', 'check_options',
     'WORKER_GREENLET', 'WORKER_PROCESS', 'WORKER_THREAD', 'EVENT_CANCELED',
     'EVENT_CHECKING_PERIODIC', 'EVENT_ERROR_DEQUEUEING', 'EVENT_ERROR_ENQUEUEING',
     'EVENT_ERROR_INTERNAL', 'EVENT_ERROR_SCHEDULING', 'EVENT_ERROR_STORING_RESULT',
@@ -50,7 +51,23 @@ __all__ = [
 
 
 class ConsumerStopped(Exception):
-    """Raised inside the consumer's threads to end them (huey's name)."""
+    """huey's name, kept for code that imports it; hueyd's consumer does not raise it."""
+
+
+class OptionError(ConfigurationError, ValueError):
+    """A consumer option it cannot run with (a ValueError too, as huey's ConsumerConfig
+    raises)."""
+
+
+def check_options(backoff, scheduler_interval, graceful_signal):
+    """Raise OptionError naming the first of these options a Consumer cannot run with."""
+    if backoff < 1:
+        raise OptionError('backoff=%r: it must be at least 1' % (backoff,))
+    if not 1 <= scheduler_interval <= 60 or 60 % scheduler_interval:
+        raise OptionError('scheduler_interval=%r: use a number of seconds that divides 60 '
+                          '(1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)' % (scheduler_interval,))
+    if graceful_signal not in ('INT', 'TERM'):
+        raise OptionError("graceful_signal=%r: use 'INT' or 'TERM'" % (graceful_signal,))
 
 
 class Worker:
@@ -69,9 +86,8 @@ class Worker:
             while not self.stop_flag.is_set():
                 try:
                     self.loop()
-                except Exception:  # a bug, or the storage gone mid-task: the thread goes on
-                    logger.exception('worker %s: internal error; its message (if any) comes '
-                                     'back when its lease runs out', self.id)
+                except Exception:  # the storage gone, or a bug: the thread goes on
+                    logger.exception('worker %s: cannot reach the storage; retrying', self.id)
                     self.sleep()
         finally:
             self.huey.run_shutdown_hooks()
@@ -90,13 +106,39 @@ class Worker:
             return
         self.delay = self.consumer.default_delay
         try:
-            task = self.huey.deserialize_task(data)
+            self.handle(receipt, data, now)
+        except self.huey.storage.transient_errors as exc:
+            # Perhaps before it ran at all (the revocation check): never acknowledged,
+            # so it goes back on the queue rather than waiting for a lease.
+            logger.warning('storage unavailable while handling a message (%s); it goes back '
+                           'on the queue', exc)
+            self.give_back(receipt)
+            return
+        except Exception:
+            logger.exception('internal error while handling a message; it is acknowledged')
+        self.acknowledge(receipt)
+
+    def handle(self, receipt, data, now):
+        huey = self.huey
+        try:
+            task = huey.deserialize_task(data)
         except Exception as exc:
-            self.huey.bury(data, 'cannot run this message: %s: %s' % (type(exc).__name__, exc))
-        else:
-            self.huey.execute(task, now)
+            huey.bury(data, 'cannot run this message: %s: %s' % (type(exc).__name__, exc))
+            return
+        if task.at_most_once:
+            self.acknowledge(receipt)  # before it starts: a crash now loses it, never repeats it
+        huey.execute(task, now)
+
+    def acknowledge(self, receipt):
         if receipt is not None:
             self.huey.storage.ack(self.id, [receipt])
+
+    def give_back(self, receipt):
+        if receipt is not None:
+            try:
+                self.huey.storage.release(self.id, [receipt])
+            except self.huey.storage.transient_errors:
+                pass  # still claimed: the scheduler stops renewing it once this worker is gone
 
     def take(self):
         """``(receipt, data)`` of the next message; ``(None, None)`` when there is none."""
@@ -144,20 +186,14 @@ class Scheduler:
         huey.enqueue_due(moment)
         if self.consumer.claims:
             storage = huey.storage
-            for worker in self.consumer.workers_list():
-                storage.beat(worker.id, LEASE)
+            for worker, thread in self.consumer.worker_threads:
+                if thread.is_alive():  # a dead worker's lease runs out, and its claim returns
+                    storage.beat(worker.id, LEASE)
             storage.recover()
         minute = moment.replace(second=0, microsecond=0)
         if self.periodic and minute != self.last_minute:
             self.last_minute = minute
-            self.enqueue_periodic(minute)
-
-    def enqueue_periodic(self, minute):
-        huey = self.huey
-        huey.emit_event(EVENT_CHECKING_PERIODIC, timestamp=time.time())
-        for task in huey.read_periodic(minute):
-            huey.enqueue(task)
-            huey.emit_event(EVENT_SCHEDULING_PERIODIC, task, timestamp=time.time())
+            huey.enqueue_periodic(minute)  # once a minute across every scheduler
 
 
 class Consumer:
@@ -187,12 +223,7 @@ class Consumer:
         if max_tasks:
             raise ConfigurationError('max_tasks recycles worker processes: run the daemon '
                                      'with --max-tasks %d' % max_tasks)
-        if not 1 <= scheduler_interval <= 60 or 60 % scheduler_interval:
-            raise ConfigurationError('scheduler_interval=%r: use a number of seconds that '
-                                     'divides 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)'
-                                     % (scheduler_interval,))
-        if graceful_signal not in ('INT', 'TERM'):
-            raise ConfigurationError("graceful_signal=%r: use 'INT' or 'TERM'" % (graceful_signal,))
+        check_options(backoff, scheduler_interval, graceful_signal)
         if huey.immediate:
             logger.warning('%r is in immediate mode: tasks run when enqueued, and this consumer '
                            'will find nothing to do; set huey.immediate = False', huey)
@@ -226,9 +257,6 @@ class Consumer:
     def _thread(runnable, name):
         return threading.Thread(target=runnable.run, name=name, daemon=True)
 
-    def workers_list(self):
-        return [worker for worker, _ in self.worker_threads]
-
     def start(self):
         """Start the scheduler and the workers; returns at once."""
         logger.info('consumer started: %d thread worker(s) on %r', self.workers, self.huey)
@@ -238,8 +266,9 @@ class Consumer:
 
     def stop(self, graceful=False):
         """Stop taking tasks. ``graceful``: wait for the running tasks to finish (up to
-        ``shutdown_timeout`` when set); otherwise wait no more than a moment, and what a
-        worker still runs is handed back to the queue by the lease when its thread ends."""
+        ``shutdown_timeout`` when set); otherwise wait no more than a moment. A task still
+        running then keeps its claim: it finishes and is acknowledged if this process lives
+        on, or runs again, once its lease runs out, if the process exits first."""
         self.stop_flag.set()
         timeout = self.shutdown_timeout if graceful else 0.1
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -280,5 +309,6 @@ class Consumer:
         for index, (worker, thread) in enumerate(self.worker_threads):
             if not thread.is_alive() and not self.stop_flag.is_set():
                 logger.error('worker %s died; starting a new one', thread.name)
+                worker.release()  # what it held goes back now, not after its lease
                 self.worker_threads[index] = self._worker(index + 1)
                 self.worker_threads[index][1].start()

@@ -7,7 +7,7 @@
 import inspect
 import logging
 
-from hueyd.consumer import Consumer
+from hueyd.consumer import Consumer, check_options
 
 # The Consumer's signature is the one list of options and defaults.
 CONSUMER_OPTIONS = tuple(
@@ -29,14 +29,7 @@ class ConsumerConfig:
 
     def validate(self):
         """Raise ValueError naming the option that a Consumer could not run with."""
-        if self.backoff < 1:
-            raise ValueError('backoff=%r: it must be at least 1' % (self.backoff,))
-        if not 0 < self.scheduler_interval <= 60 or 60 % self.scheduler_interval:
-            raise ValueError('scheduler_interval=%r: use a number of seconds that divides 60 '
-                             '(1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)'
-                             % (self.scheduler_interval,))
-        if self.graceful_signal not in ('INT', 'TERM'):
-            raise ValueError("graceful_signal=%r: use 'INT' or 'TERM'" % (self.graceful_signal,))
+        check_options(self.backoff, self.scheduler_interval, self.graceful_signal)
 
     @property
     def loglevel(self):

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 from hueyd.result import Error
+from hueyd.storage.protocols import DeadLetters as DeadLettersProtocol
 
 logger = logging.getLogger('hueyd')
 
@@ -69,7 +70,12 @@ class DeadLetters:
         return letter_id
 
     def keep(self, letter):
-        self.huey.storage.add_dead_letter(letter.id, letter.encode())
+        storage = self.huey.storage
+        if not storage.supports(DeadLettersProtocol):
+            logger.error('%s keeps no dead letters: message %s dropped (%s); its payload was %r',
+                         type(storage).__name__, letter.id, letter.reason, letter.payload)
+            return letter.id
+        storage.add_dead_letter(letter.id, letter.encode())
         logger.error('dead letter %s: %s', letter.id, letter.reason)
         return letter.id
 

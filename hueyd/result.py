@@ -25,8 +25,8 @@ class Skipped:
     """What a chord member that never ran contributes to the callback's results.
 
     ``reason`` is ``'revoked'``, ``'expired'`` or ``'canceled'`` (by a
-    pre-execute hook, or by the task raising CancelExecution with no retry
-    left); ``task_id`` is the member's id. It is falsy, so ``filter(None,
+    pre-execute hook; a task that raises CancelExecution ends with an Error);
+    ``task_id`` is the member's id. It is falsy, so ``filter(None,
     results)`` drops it along with None. It equals huey's ``SKIPPED`` (below),
     so code written for huey compares as it did.
     """

@@ -621,3 +621,9 @@ def test_periodic_task_and_lock_names_are_listed():
 
     assert huey.periodic_tasks == ['nightly', 'often']
     assert huey.lock_names == ['reports']
+
+
+def test_a_message_buried_on_a_storage_without_dead_letters_is_logged_not_raised(caplog):
+    huey = Huey('custom', storage_class=ListStorage)
+    letter = huey.bury(b'not a message', 'cannot run this message')
+    assert letter and 'keeps no dead letters' in caplog.text and letter in caplog.text

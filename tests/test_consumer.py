@@ -120,3 +120,28 @@ def test_consumer_config_validate_rejects_what_a_consumer_cannot_run(options):
     with pytest.raises(ValueError) as info:
         ConsumerConfig(**options).validate()
     assert next(iter(options)) in str(info.value)
+
+
+def test_two_consumers_on_one_storage_enqueue_a_minute_of_periodic_tasks_once(shared_storage_url,
+                                                                               queue_name):
+    from support import make_huey
+    hueys = [make_huey(queue_name, shared_storage_url) for _ in range(2)]
+    runs = []
+    for huey in hueys:
+        huey.periodic_task(crontab(), name='tick')(lambda: runs.append(1))
+    minute = hueys[0].now().replace(second=0, microsecond=0)
+    assert [huey.enqueue_periodic(minute) is not None for huey in hueys] == [True, False]
+    assert hueys[0].pending_count() == 1
+
+
+def test_an_at_most_once_task_is_acknowledged_before_it_starts(huey, consumer):
+    seen = []
+
+    @huey.task(at_most_once=True)
+    def once():
+        seen.append(huey.storage.claimed_items())
+
+    consumer()
+    once()
+    wait_until(lambda: seen, timeout=10)
+    assert seen == [{}]

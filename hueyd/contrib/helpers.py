@@ -5,11 +5,14 @@ last renewed; a holder that stops renewing for ``timeout`` seconds (its worker
 died) loses its place. Times come from the Redis server, so every node agrees.
 """
 import functools
+import logging
 import threading
 import uuid
 
 from hueyd.exceptions import ConfigurationError, TaskLockedException
 from hueyd.storage.redis import RedisStorage
+
+logger = logging.getLogger('hueyd.contrib.helpers')
 
 DEFAULT_TIMEOUT = 300.0  # seconds a holder keeps its place without renewing
 
@@ -46,6 +49,9 @@ class RedisSemaphore:
         self.name = name
         self.value = value
         self.timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+        if self.timeout <= 0:
+            raise ValueError('RedisSemaphore(%r, timeout=%r): the timeout is how long a holder '
+                             'keeps its place without renewing; it must be > 0' % (name, timeout))
         self.key = 'hueyd.%s.semaphore.%s' % (huey.name, name)
         self.scripts = None  # registered on first use: the storage may be swapped before
 
@@ -77,9 +83,17 @@ class RedisSemaphore:
         return self.conn().zrem(self.key, name)
 
     def keep_renewing(self, name, stop):
-        """Renew ``name`` every third of ``timeout`` until ``stop`` is set."""
+        """Renew ``name`` every third of ``timeout`` until ``stop`` is set; a renewal that
+        fails is logged and tried again (the place is kept for a whole ``timeout``)."""
         while not stop.wait(self.timeout / 3.0):
-            self.renew(name)
+            try:
+                if not self.renew(name):
+                    logger.error('semaphore %r: %s lost its place (not renewed within %ss); '
+                                 'another holder may now run beside it', self.name, name,
+                                 self.timeout)
+                    return
+            except self.huey.storage.transient_errors as exc:
+                logger.warning('semaphore %r: cannot renew %s (%s); retrying', self.name, name, exc)
 
 
 def lock_task_semaphore(huey, lock_name, value=1, timeout=None):

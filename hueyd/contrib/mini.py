@@ -6,11 +6,13 @@ queue: calling a task starts it at once in a greenlet and returns a result to
 minute. Nothing is stored, so nothing survives the process. Needs gevent.
 """
 import datetime
+import functools
 import heapq
 import itertools
 import logging
 
 import gevent
+import gevent.event
 from gevent.event import AsyncResult
 from gevent.pool import Pool
 
@@ -34,7 +36,8 @@ class MiniHuey:
         self.schedule = []            # heap of (eta, order, function, args, kwargs, result)
         self.order = itertools.count()  # keeps equal etas first-in first-out
         self._run_t = None            # the scheduler greenlet, while started
-        self._last_check = None       # the minute the periodic tasks were last checked
+        self._stopping = None         # set to end it, between two ticks
+        self._last_check = datetime.datetime.now().replace(second=0, microsecond=0)
 
     def task(self, validate_func=None):
         """Decorator: a task; with ``validate_func(now) -> bool``, a periodic one."""
@@ -42,6 +45,7 @@ class MiniHuey:
             return self.periodic_task(validate_func)
 
         def decorator(fn):
+            @functools.wraps(fn)
             def call(*args, **kwargs):
                 result = MiniHueyResult()
                 self.pool.spawn(self.run, fn, args, kwargs, result)
@@ -71,11 +75,14 @@ class MiniHuey:
     def start(self):
         if self._run_t is None:
             self._last_check = datetime.datetime.now().replace(second=0, microsecond=0)
-            self._run_t = gevent.spawn(self.loop)
+            self._stopping = gevent.event.Event()
+            self._run_t = gevent.spawn(self.loop, self._stopping)
 
     def stop(self):
+        """End the scheduler after its current tick (a kill could lose a call mid-start)."""
         if self._run_t is not None:
-            self._run_t.kill()
+            self._stopping.set()
+            self._run_t.join()
             self._run_t = None
 
     @staticmethod
@@ -86,13 +93,13 @@ class MiniHuey:
             logger.exception('%s failed', getattr(fn, '__name__', fn))
             result.set_exception(exc)
 
-    def loop(self):
-        while True:
+    def loop(self, stopping):
+        while not stopping.is_set():
             try:
                 self.tick(datetime.datetime.now())
             except Exception:  # a broken validate function must not stop the scheduler
                 logger.exception('MiniHuey scheduler error; it goes on')
-            gevent.sleep(self.interval)
+            stopping.wait(self.interval)
 
     def tick(self, now):
         """Start what is due at ``now``; once a minute, the periodic tasks that want it."""

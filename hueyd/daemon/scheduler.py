@@ -14,7 +14,6 @@ import time
 
 from hueyd.daemon.child import EXIT_BOOT_FAILED, Child
 from hueyd.daemon.pool import pool_count
-from hueyd.events import EVENT_CHECKING_PERIODIC, EVENT_SCHEDULING_PERIODIC
 from hueyd.metrics import MetricsServer
 from hueyd.nodes import NodeReporter
 from hueyd.storage.protocols import Claims
@@ -23,7 +22,6 @@ from hueyd.times import now
 logger = logging.getLogger('hueyd.daemon')
 
 TICK = 0.05  # seconds between looks at the schedule's head
-PERIODIC_MARK_TTL = 3600
 
 
 class Scheduler(Child):
@@ -104,14 +102,7 @@ class Scheduler(Child):
             logger.warning('returned %d task(s) claimed by pools that died to the queue', recovered)
 
     def enqueue_periodic(self, minute):
-        mark = 'hueyd.periodic.%s' % minute.strftime('%Y%m%d%H%M')
-        if not self.huey.storage.put_if_empty(mark, b'1', PERIODIC_MARK_TTL):
-            return  # another scheduler (older generation, or another node) did this minute
-        timestamp = time.time()
-        self.event(EVENT_CHECKING_PERIODIC, timestamp=timestamp)
-        tasks = self.huey.read_periodic(minute)
-        for task in tasks:
-            self.huey.enqueue(task)
-            self.event(EVENT_SCHEDULING_PERIODIC, task, timestamp=timestamp)
+        # None: another scheduler (an older generation, another node) did this minute.
+        tasks = self.huey.enqueue_periodic(minute)
         if tasks:
             logger.info('enqueued %d periodic task(s) for %s', len(tasks), minute)

@@ -39,6 +39,7 @@ writes sent at once).
 import contextlib
 
 from hueyd.storage.protocols import Counters, DataStore, Events, Queue, Schedule
+from hueyd.exceptions import ConfigurationError
 
 
 class BaseStorage(Queue, Schedule, DataStore, Counters):
@@ -86,7 +87,6 @@ class BaseStorage(Queue, Schedule, DataStore, Counters):
 
     def events_unsupported_error(self):
         """The ConfigurationError to raise when events are asked of a storage that has none."""
-        from hueyd.exceptions import ConfigurationError
         return ConfigurationError(
             '%s cannot carry consumer events: use RedisStorage (publish/subscribe), '
             'SqliteStorage (a table of the latest events) or MemoryStorage (one process), '

@@ -153,8 +153,13 @@ class FileStorage(Claims, DeadLetters, NodeState, BaseStorage):
         return last + 1
 
     def _empty(self, folder):
-        shutil.rmtree(self._in(folder))
-        os.makedirs(self._in(folder))
+        # What is inside goes, the folder stays: listings without the lock never miss it.
+        for name in os.listdir(self._in(folder)):
+            path = self._in(folder, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
 
     # --- queue -------------------------------------------------------------
     def enqueue(self, data, priority=None):
@@ -178,7 +183,8 @@ class FileStorage(Claims, DeadLetters, NodeState, BaseStorage):
             return data
 
     def queue_size(self):
-        # No lock: a file comes and goes in one rename, so a listing is never half-done.
+        # No lock: a file comes and goes in one rename, and the folder itself always
+        # exists, so a listing is never half-done.
         return len(os.listdir(self._in('queue')))
 
     def enqueued_items(self, limit=None):
@@ -214,6 +220,8 @@ class FileStorage(Claims, DeadLetters, NodeState, BaseStorage):
         # a process killed half-way leaves every message in one place or the other.
         with self.lock:
             due = self._due(ts)
+            if not due:
+                return []  # every scheduler tick comes here: write nothing then
             messages = self._read_all(self._in('schedule'), due)
             for seq, name in enumerate(due, self._next_seq(len(due))):
                 os.rename(self._in('schedule', name),

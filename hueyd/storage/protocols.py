@@ -8,6 +8,7 @@ round trips, atomically). ``storage.supports(Protocol)`` reads the declaration.
 import functools
 
 from hueyd.constants import EmptyData
+from hueyd.exceptions import ConfigurationError
 
 
 def required(method):
@@ -285,7 +286,6 @@ class Events:
     def check_events_enabled(self):
         """Raise ConfigurationError when this Huey publishes no events (see ``events_enabled``)."""
         if not self.events_enabled:
-            from hueyd.exceptions import ConfigurationError
             raise ConfigurationError(
                 'events are off for queue %r, so no event would ever arrive: create the '
                 'Huey with events=True, in the application and in the daemon, to have '
