@@ -177,6 +177,8 @@ class TaskWrapper:
     def __init__(self, huey, func, retries=0, retry_delay=0, retry_backoff=None,
                  priority=None, context=False, name=None, expires=None, timeout=None,
                  task_base=Task, **settings):
+        if isinstance(func, TaskWrapper):
+            func = func.func  # a task of one Huey declared again on another: the same function
         self.huey = huey
         self.func = func
         self.name = name or func.__name__

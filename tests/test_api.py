@@ -627,3 +627,16 @@ def test_a_message_buried_on_a_storage_without_dead_letters_is_logged_not_raised
     huey = Huey('custom', storage_class=ListStorage)
     letter = huey.bury(b'not a message', 'cannot run this message')
     assert letter and 'keeps no dead letters' in caplog.text and letter in caplog.text
+
+
+def test_a_task_declared_again_on_a_second_huey_runs_on_that_huey():
+    first, second = MemoryHuey('first'), MemoryHuey('second')
+
+    @first.task()
+    def inc(n):
+        return n + 1
+
+    again = second.task(retries=1)(inc)
+    result = again(2)
+    assert (len(first), len(second)) == (0, 1)
+    assert second.execute(second.dequeue()) == 3 and result.get() == 3
