@@ -13,15 +13,16 @@ EXAMPLE_FILE = Path(__file__).resolve().parents[1] / 'hueyd.conf.example'
 # Written out here, not read from hueyd.cli.options: the schema is what is under test.
 OPTION_NAMES = [
     'app', 'preload', 'logfile', 'verbose', 'quiet', 'log_format', 'workers', 'worker_type',
-    'processes', 'max_tasks', 'max_memory', 'worker_timeout', 'graceful_timeout', 'lease_timeout',
-    'max_deliveries', 'delay', 'max_delay', 'backoff', 'no_periodic', 'scheduler_interval', 'utc',
+    'processes', 'max_tasks', 'max_memory', 'worker_timeout', 'graceful_timeout',
+    'graceful_signal', 'lease_timeout', 'max_deliveries', 'delay', 'max_delay', 'backoff', 'no_periodic', 'scheduler_interval', 'utc',
     'health_check_interval', 'disable_health_check', 'flush_locks', 'extra_locks', 'pidfile',
     'metrics_port', 'metrics_address']
 # huey's consumer defaults, and hueyd's as README.md documents them.
 DEFAULTS = dict(
     app='blog.main.huey', preload=False, logfile=None, verbose=False, quiet=False,
     log_format='text', workers=1, worker_type='thread', processes=1, max_tasks=None,
-    max_memory=None, worker_timeout=60.0, graceful_timeout=30.0, lease_timeout=30.0,
+    max_memory=None, worker_timeout=60.0, graceful_timeout=30.0, graceful_signal='int',
+    lease_timeout=30.0,
     max_deliveries=3, delay=0.1, max_delay=10.0, backoff=1.15, no_periodic=False,
     scheduler_interval=1, utc=True, health_check_interval=10.0, disable_health_check=False,
     flush_locks=False, extra_locks=(), pidfile=None, metrics_port=None,
@@ -103,7 +104,8 @@ def test_every_option_has_its_environment_variable():
            'HUEYD_VERBOSE': 'on', 'HUEYD_QUIET': 'off', 'HUEYD_LOG_FORMAT': 'json',
            'HUEYD_WORKERS': '8', 'HUEYD_WORKER_TYPE': 'greenlet', 'HUEYD_PROCESSES': '2',
            'HUEYD_MAX_TASKS': '100', 'HUEYD_MAX_MEMORY': '1G', 'HUEYD_WORKER_TIMEOUT': '20',
-           'HUEYD_GRACEFUL_TIMEOUT': '4.5', 'HUEYD_LEASE_TIMEOUT': '12',
+           'HUEYD_GRACEFUL_TIMEOUT': '4.5', 'HUEYD_GRACEFUL_SIGNAL': 'TERM',
+           'HUEYD_LEASE_TIMEOUT': '12',
            'HUEYD_MAX_DELIVERIES': '5', 'HUEYD_DELAY': '0.2', 'HUEYD_MAX_DELAY': '5',
            'HUEYD_BACKOFF': '2', 'HUEYD_NO_PERIODIC': 'yes', 'HUEYD_SCHEDULER_INTERVAL': '15',
            'HUEYD_UTC': 'false', 'HUEYD_HEALTH_CHECK_INTERVAL': '3',
@@ -113,8 +115,9 @@ def test_every_option_has_its_environment_variable():
     assert dataclasses.asdict(load([], env)) == dict(
         app='a.b', preload=True, logfile='/var/log/h.log', verbose=True, quiet=False,
         log_format='json', workers=8, worker_type='greenlet', processes=2, max_tasks=100,
-        max_memory=1024 ** 3, worker_timeout=20.0, graceful_timeout=4.5, lease_timeout=12.0,
-        max_deliveries=5, delay=0.2, max_delay=5.0, backoff=2.0, no_periodic=True,
+        max_memory=1024 ** 3, worker_timeout=20.0, graceful_timeout=4.5, graceful_signal='term',
+        lease_timeout=12.0, max_deliveries=5, delay=0.2, max_delay=5.0, backoff=2.0,
+        no_periodic=True,
         scheduler_interval=15, utc=False, health_check_interval=3.0, disable_health_check=True,
         flush_locks=True, extra_locks=('x', 'y'), pidfile='/run/hueyd.pid', metrics_port=9100,
         metrics_address='127.0.0.1', config_file=None)
@@ -123,14 +126,16 @@ def test_every_option_has_its_environment_variable():
 def test_every_command_line_option():
     config = load(['a.b', '-l', 'x.log', '-w', '8', '-k', 'process', '-n', '-d', '0.2', '-m', '5',
                    '-b', '2', '-c', '3', '-C', '-s', '15', '-f', '-L', 'l1,l2', '--max-tasks', '9',
-                   '--processes', '2', '--graceful-timeout', '4.5', '--max-memory', '200MB',
+                   '--processes', '2', '--graceful-timeout', '4.5', '--graceful-signal', 'term',
+                   '--max-memory', '200MB',
                    '--worker-timeout', '20', '--pidfile', 'p.pid', '--log-format', 'json',
                    '--lease-timeout', '12', '--max-deliveries', '5', '--preload', '-q', '--metrics-port', '9100',
                    '--metrics-address', '127.0.0.1'])
     assert dataclasses.asdict(config) == dict(
         app='a.b', preload=True, logfile='x.log', verbose=False, quiet=True, log_format='json',
         workers=8, worker_type='process', processes=2, max_tasks=9, max_memory=200 * 1024 ** 2,
-        worker_timeout=20.0, graceful_timeout=4.5, lease_timeout=12.0, max_deliveries=5, delay=0.2,
+        worker_timeout=20.0, graceful_timeout=4.5, graceful_signal='term', lease_timeout=12.0,
+        max_deliveries=5, delay=0.2,
         max_delay=5.0,
         backoff=2.0,
         no_periodic=True, scheduler_interval=15, utc=True, health_check_interval=3.0,
@@ -378,3 +383,14 @@ def test_main_prints_example_and_exits_78_on_config_errors(capsys, monkeypatch):
     monkeypatch.delenv('HUEYD_WORKERS')
     assert main(['a.b', '-w', '3']) == 0
     assert 'workers = 3' in capsys.readouterr().out
+
+
+def test_huey_consumers_shutdown_timeout_flags_set_the_graceful_timeout():
+    assert load(['blog.main.huey', '-t', '5']).graceful_timeout == 5.0
+    assert load(['blog.main.huey', '--shutdown-timeout', '7.5']).graceful_timeout == 7.5
+
+
+def test_graceful_signal_takes_int_or_term_only():
+    assert load(['blog.main.huey', '--graceful-signal', 'TERM']).graceful_signal == 'term'
+    with pytest.raises(SystemExit):
+        load(['blog.main.huey', '--graceful-signal', 'HUP'])

@@ -83,6 +83,16 @@ def test_sigint_lets_running_task_finish_and_takes_no_new_one(app, start_daemon)
     daemon.wait_no_leftovers()
 
 
+def test_with_graceful_signal_term_sigterm_lets_running_task_finish(app, start_daemon):
+    daemon = start_daemon(app, '-k', 'thread', '-w', '1', '--graceful-signal', 'TERM')
+    daemon.wait_ready(1)
+    app.slow('a', 1.5)
+    daemon.wait_until(lambda: app.count('start', 'a'))
+    daemon.send(signal.SIGTERM)
+    assert daemon.wait(15) == 0, daemon.describe()
+    assert app.count('done', 'a') == 1 and not app.events('interrupted'), app.lines()
+
+
 def test_sigint_falls_back_to_fast_stop_after_graceful_timeout(app, start_daemon):
     daemon = start_daemon(app, '-k', 'thread', '-w', '1', '--graceful-timeout', '1')
     daemon.wait_ready(1)

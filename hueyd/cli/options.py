@@ -147,6 +147,7 @@ class Option:
     off: tuple = ()         # flags that set a Bool option to false, e.g. -o/--localtime
     excludes: str | None = None   # a Bool option that cannot be true at the same time
     positional: bool = False      # given as a bare argument instead of a flag
+    aliases: tuple = ()           # more flags for it: huey_consumer's spellings
 
     @property
     def long(self):
@@ -154,7 +155,9 @@ class Option:
 
     @property
     def flags(self):
-        return () if self.positional else tuple(f for f in (self.short, self.long) if f)
+        if self.positional:
+            return ()
+        return tuple(f for f in (self.short, self.long) if f) + self.aliases
 
     @property
     def env(self):
@@ -202,7 +205,11 @@ OPTIONS = [
     Option('worker_timeout', None, Float(0), 60.0, WORK, metavar='SECONDS',
            help='kill and replace a pool process that has sent no heartbeat for this many seconds'),
     Option('graceful_timeout', None, Float(0), 30.0, WORK, metavar='SECONDS',
+           aliases=('-t', '--shutdown-timeout'),
            help='on shutdown, give running tasks this many seconds to finish before they are killed'),
+    Option('graceful_signal', None, Choice('int', 'term'), 'int', WORK,
+           help='the signal that stops gracefully (running tasks finish); the other of '
+                'SIGINT and SIGTERM stops fast'),
     Option('lease_timeout', None, Float(0), 30.0, WORK, metavar='SECONDS',
            help='a pool process that dies (kill -9, out of memory, machine gone) keeps its tasks '
                 'at most this long before any hueyd node on the same storage puts them back on '

@@ -243,7 +243,9 @@ class Master:
 
     def handle_signal(self, signum):
         name = signal.Signals(signum).name
-        if signum == signal.SIGINT:
+        graceful, fast = ((signal.SIGTERM, signal.SIGINT) if self.config.graceful_signal == 'term'
+                          else (signal.SIGINT, signal.SIGTERM))
+        if signum == graceful:
             if self.stopping:
                 logger.warning('%s again: stopping fast', name)
                 self.begin_stop(Stop.FAST)
@@ -251,7 +253,7 @@ class Master:
                 logger.info('%s: graceful stop, running tasks may take %ss to finish',
                             name, self.config.graceful_timeout)
                 self.begin_stop(Stop.GRACEFUL)
-        elif signum == signal.SIGTERM:
+        elif signum == fast:
             logger.info('%s: fast stop, running tasks go back on the queue', name)
             self.begin_stop(Stop.FAST)
         elif self.stopping:
