@@ -11,7 +11,6 @@ import copy
 import logging
 import uuid
 
-from hueyd.constants import EmptyData
 from hueyd.result import ChordResult, Result, ResultGroup
 from hueyd.task import chord, group
 
@@ -72,8 +71,9 @@ class Chords:
         if storage.incr('chord:%s' % cid) != size:
             return
         keys = ['chord:%s:%d' % (cid, i) for i in range(size)]
-        results = [None if data is EmptyData else huey.serializer.deserialize(data)
-                   for data in storage.peek_many(keys)]
+        stored = storage.peek_many(keys)
+        results = [huey.serializer.deserialize(stored[key]) if key in stored else None
+                   for key in keys]
         for key in keys:
             storage.delete_data(key)
         storage.delete_counter('chord:%s' % cid)

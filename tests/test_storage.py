@@ -280,8 +280,8 @@ def test_peek_many(storage):
     storage.put_data('a', b'1')
     storage.put_data('c', b'', is_result=True)
     storage.put_if_empty('d', b'4', ttl=60)
-    assert storage.peek_many(['a', 'b', 'c', 'd']) == [b'1', EmptyData, b'', b'4']
-    assert storage.peek_many([]) == []
+    assert storage.peek_many(['a', 'b', 'c', 'd']) == {'a': b'1', 'c': b'', 'd': b'4'}
+    assert storage.peek_many([]) == {}
 
 
 def test_put_if_empty(storage):
@@ -350,7 +350,7 @@ def test_flush_results(storage):
     storage.put_if_empty('lock', b'3', ttl=60)
     storage.flush_results()
     assert storage.result_store_size() == 0
-    assert storage.peek_many(['r', 'k', 'lock']) == [EmptyData] * 3
+    assert storage.peek_many(['r', 'k', 'lock']) == {}
 
 
 # --- counters ----------------------------------------------------------------

@@ -17,7 +17,6 @@ import pytest
 from daemon_harness import (START_TIMEOUT, TASK_TIMEOUT, start_daemon,  # noqa: F401
                             stop_gracefully)
 from drain import BackgroundWorker, drain, run_due
-from hueyd.constants import EmptyData
 from hueyd import (ChordResult, PriorityRedisHuey, RateLimitExceeded, ResultGroup,
                    TaskException, TaskLockedException, chord, group)
 from hueyd.exceptions import CancelExecution
@@ -323,7 +322,7 @@ def test_chord_runs_callback_once_in_member_order_with_many_workers(huey):
     # Nothing of the chord's bookkeeping is left behind in storage.
     cid = members[0].chord_config[0]
     keys = ['chord:%s:%d' % (cid, i) for i in range(size)]
-    assert all(data is EmptyData for data in huey.storage.peek_many(keys))
+    assert huey.storage.peek_many(keys) == {}
     assert huey.storage.incr('chord:%s' % cid, 0) == 0
 
 

@@ -112,8 +112,9 @@ class DataStore:
         """The value for ``key``, or ``EmptyData`` when there is none."""
 
     def peek_many(self, keys):
-        """``peek_data()`` of each key, in order."""
-        return [self.peek_data(key) for key in keys]
+        """``{key: value}`` of the keys that hold a value, without removing them (huey's form)."""
+        values = ((key, self.peek_data(key)) for key in keys)
+        return {key: value for key, value in values if value is not EmptyData}
 
     @required
     def pop_data(self, key):
@@ -149,7 +150,8 @@ class DataStore:
 
     def read_revocations(self, keys):
         """The value of each revocation key, or ``EmptyData``, in order."""
-        return self.peek_many(keys)
+        stored = self.peek_many(keys)
+        return [stored.get(key, EmptyData) for key in keys]
 
     def delete_revocation(self, key):
         """Remove a revocation; True when it existed (so one caller uses up a revoke-once)."""

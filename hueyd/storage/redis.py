@@ -493,14 +493,15 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
             pipe.hget(self.data_key, key)
             pipe.get(self._ttl_key(key))
         replies = pipe.execute()
-        values = []
-        for i in range(0, len(replies), 3):
+        values = {}
+        for key, i in zip(keys, range(0, len(replies), 3)):
             found = [value for value in replies[i:i + 3] if value is not None]
-            values.append(found[0] if found else EmptyData)
+            if found:
+                values[key] = found[0]
         return values
 
     def peek_data(self, key):
-        return self.peek_many([key])[0]
+        return self.peek_many([key]).get(key, EmptyData)
 
     def put_revocation(self, key, value):
         self.conn.hset(self.revoked_key, key, value)
