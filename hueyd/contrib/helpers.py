@@ -10,29 +10,28 @@ import threading
 import uuid
 
 from hueyd.exceptions import ConfigurationError, TaskLockedException
-from hueyd.storage.redis import RedisStorage
+from hueyd.storage.redis import LUA_NOW, RedisStorage
 
 logger = logging.getLogger('hueyd.contrib.helpers')
 
 DEFAULT_TIMEOUT = 300.0  # seconds a holder keeps its place without renewing
 
-# KEYS[1] the holders; ARGV: holder, how many may hold, timeout. 1 if held, else 0.
-TAKE = """
-local clock = redis.call('time')
-local now = clock[1] + clock[2] / 1e6
-redis.call('zremrangebyscore', KEYS[1], '-inf', now - ARGV[3])
+# Both scripts: KEYS[1] the holders; ARGV[1] a holder, ARGV[2] the timeout. They first
+# drop the holders that did not renew within the timeout (times from the Redis server).
+DROP_EXPIRED = LUA_NOW + """
+redis.call('zremrangebyscore', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+"""
+# ARGV[3]: how many may hold. 1 if ARGV[1] holds a place now, else 0.
+TAKE = DROP_EXPIRED + """
 local holding = redis.call('zscore', KEYS[1], ARGV[1])
-if not holding and redis.call('zcard', KEYS[1]) >= tonumber(ARGV[2]) then
+if not holding and redis.call('zcard', KEYS[1]) >= tonumber(ARGV[3]) then
     return 0
 end
 redis.call('zadd', KEYS[1], now, ARGV[1])
 return 1
 """
-# KEYS[1] the holders; ARGV: holder, timeout. 1 if it still held its place (renewed), else 0.
-RENEW = """
-local clock = redis.call('time')
-local now = clock[1] + clock[2] / 1e6
-redis.call('zremrangebyscore', KEYS[1], '-inf', now - ARGV[2])
+# 1 if ARGV[1] still held its place (now renewed), else 0.
+RENEW = DROP_EXPIRED + """
 if not redis.call('zscore', KEYS[1], ARGV[1]) then
     return 0
 end
@@ -70,7 +69,7 @@ class RedisSemaphore:
         """Take a place as ``name`` (a new one by default); the name, or None when full."""
         self.conn()
         name = name or uuid.uuid4().hex
-        taken = self.scripts[0](keys=[self.key], args=[name, self.value, self.timeout])
+        taken = self.scripts[0](keys=[self.key], args=[name, self.timeout, self.value])
         return name if taken else None
 
     def renew(self, name):
