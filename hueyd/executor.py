@@ -192,7 +192,7 @@ class Executor:
         final = not task.retries
         surfaced = final or (huey.store_intermediate_errors
                              and not isinstance(exception, RETRYING_EXCEPTIONS))
-        error = Error(huey.build_error_result(task, exception))
+        error = Error(huey.build_error_result(task, exception)) if surfaced else None
         if surfaced and self.stores_result(task):
             huey.put_result(task.id, error)
             if final:
