@@ -56,6 +56,15 @@ def to_timestamp(dt, utc=True):
     return time.mktime(dt.timetuple()) + dt.microsecond / 1e6
 
 
+def unix_time(ts):
+    """A schedule time as storages keep it: unix seconds, from a number or a datetime.
+
+    huey's storages take datetimes (a naive one is local time), hueyd's own
+    callers pass numbers; both reach the storage.
+    """
+    return ts.timestamp() if isinstance(ts, datetime.datetime) else ts
+
+
 def from_timestamp(ts, utc=True):
     if utc:
         return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).replace(tzinfo=None)

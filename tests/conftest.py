@@ -19,7 +19,7 @@ def redis_server():
 
 @pytest.fixture
 def queue_name():
-    return 'test-' + uuid.uuid4().hex
+    return 'test_' + uuid.uuid4().hex
 
 
 def url_for(kind, request, tmp_path):

@@ -1,4 +1,5 @@
 """The storage contract, run against every backend, then backend-specific behaviour."""
+import datetime
 import hashlib
 import multiprocessing
 import os
@@ -308,7 +309,6 @@ def test_put_if_empty_ttl_expires(storage):
     assert storage.pop_data('lock') is EmptyData
     assert storage.put_if_empty('lock', b'again', ttl=60) is True
     assert storage.peek_data('lock') == b'again'
-    assert storage.result_store_size() == 0
 
 
 def test_ttl_key_can_be_replaced_deleted_and_flushed(storage):
@@ -325,23 +325,51 @@ def test_ttl_key_can_be_replaced_deleted_and_flushed(storage):
     assert storage.has_data_for_key('lock') is False
 
 
-def test_result_items_only_count_results(storage):
+def test_result_items_cover_every_key_of_the_data_store(storage):
+    # huey's contract: results, revocations and locks alike, keys as str.
     storage.put_data('r1', b'one', is_result=True)
-    storage.put_data('r2', b'', is_result=True)
+    storage.put_data(b'r2', b'', is_result=True)
     storage.put_data('revoked', b'1')
     storage.put_if_empty('lock', b'held')
     storage.put_if_empty('ttl-lock', b'held', ttl=60)
-    assert storage.result_store_size() == 2
-    assert storage.result_items() == {'r1': b'one', 'r2': b''}
+    assert storage.result_store_size() == 5
+    assert storage.result_items() == {'r1': b'one', 'r2': b'', 'revoked': b'1',
+                                      'lock': b'held', 'ttl-lock': b'held'}
 
-    storage.put_data('r1', b'now plain')  # rewriting without is_result demotes it
-    assert storage.result_items() == {'r2': b''}
-    assert storage.pop_data('r2') == b''
+    storage.put_data('r1', b'now plain')
+    assert storage.result_items()['r1'] == b'now plain'
+    for key in ('r1', 'revoked', 'lock', 'ttl-lock'):
+        assert storage.pop_data(key) != EmptyData
+    assert storage.pop_data(b'r2') == b''
     if isinstance(storage, RedisExpireStorage):  # its results outlive reads
         assert storage.result_items() == {'r2': b''}
-        assert storage.delete_data('r2') is True
+        assert storage.delete_data(b'r2') is True
     assert storage.result_store_size() == 0
     assert storage.result_items() == {}
+
+
+def test_result_items_leave_out_expired_keys(storage):
+    storage.put_if_empty('lock', b'held', ttl=0.2)
+    wait_until(lambda: not storage.has_data_for_key('lock'), timeout=5,
+               message='a key put with ttl=0.2 never expired')
+    assert storage.result_items() == {}
+    assert storage.result_store_size() == 0
+
+
+def test_wait_result_is_true_once_the_key_holds_a_value(storage):
+    assert storage.wait_result('r', timeout=0.05) is False
+    threading.Timer(0.1, storage.put_data, ('r', b'1'), {'is_result': True}).start()
+    assert storage.wait_result('r', timeout=10) is True
+
+
+def test_schedule_takes_datetimes_as_local_time(storage):
+    # huey's storages are handed naive datetimes; hueyd's callers pass unix time.
+    when = datetime.datetime(2000, 1, 2, 3, 4, 5)
+    storage.add_to_schedule(b'later', when + datetime.timedelta(seconds=1))
+    storage.add_to_schedule(b'now', when)
+    assert storage.next_schedule_time() == when.timestamp()
+    assert storage.read_schedule(when) == [b'now']
+    assert storage.read_schedule(when.timestamp() + 1) == [b'later']
 
 
 def test_flush_results(storage):
@@ -794,6 +822,37 @@ def test_redis_connection_options(redis_server, queue_name):
 
 # --- redis with expiring results (RedisExpireStorage) ------------------------
 
+def test_redis_notify_result_wakes_every_waiter(redis_server, queue_name):
+    storage = RedisStorage(queue_name, url=redis_server.url, notify_result=True,
+                           notify_result_ttl=30)
+    woken = []
+    waiters = [threading.Thread(target=lambda: woken.append(storage.wait_result('r', timeout=20)))
+               for _ in range(2)]
+    for waiter in waiters:
+        waiter.start()
+    storage.put_data('r', b'1', is_result=True)
+    for waiter in waiters:
+        waiter.join(timeout=30)
+    assert woken == [True, True]
+    storage.flush_all()
+
+
+def test_redis_notify_key_expires_after_notify_result_ttl(redis_server, queue_name):
+    storage = RedisStorage(queue_name, url=redis_server.url, notify_result=True,
+                           notify_result_ttl=30)
+    storage.put_data('r', b'1', is_result=True)
+    assert 0 < storage.conn.ttl(storage.notify_prefix + 'r') <= 30
+    storage.put_data('plain', b'1')  # only results notify
+    assert not storage.conn.exists(storage.notify_prefix + 'plain')
+    storage.flush_all()
+
+
+def test_redis_key_names_keep_letters_digits_and_underscores(redis_server):
+    assert RedisStorage('app-v1.2', url=redis_server.url).name == 'appv12'
+    assert RedisStorage('app-v1', url=redis_server.url, clean_name=False).queue_key == \
+        'hueyd.app-v1.queue'
+
+
 @pytest.fixture(params=[RedisExpireStorage, PriorityRedisExpireStorage])
 def expiring(request, redis_server, queue_name):
     """``expiring(expire_time)``: a new storage of the class, emptied and closed afterwards."""
@@ -814,12 +873,11 @@ def test_redis_expire_results_outlive_reads_until_they_expire(expiring):
     storage.put_data('k', b'data')
     assert storage.pop_data('r') == b'result'
     assert storage.pop_data('r') == b'result'  # every reader gets it
-    assert storage.result_items() == {'r': b'result'}
+    assert storage.result_items() == {'r': b'result', 'k': b'data'}
     wait_until(lambda: not storage.has_data_for_key('r'), timeout=5,
                message='a result stored with expire_time=1 never expired')
     assert storage.peek_data('r') is EmptyData
-    assert storage.result_store_size() == 0
-    assert storage.peek_data('k') == b'data'  # only results expire
+    assert storage.result_items() == {'k': b'data'}  # only results expire
 
 
 def test_redis_expire_key_layout(expiring, queue_name):

@@ -300,8 +300,8 @@ def cmd_flush(args, app_path, huey):
         question = 'Delete the %d scheduled message(s) of %s?' % (huey.scheduled_count(), where)
         action, done = storage.flush_schedule, 'the schedule is empty'
     elif args.what == 'results':
-        question = 'Delete the %d result(s) of %s, with every revocation and lock (they are ' \
-                   'kept in the same store)?' % (huey.result_count(), where)
+        question = 'Delete the %d key(s) of the result store of %s: results, revocations ' \
+                   'and locks alike?' % (huey.result_count(), where)
         action, done = storage.flush_results, 'results, revocations and locks deleted'
     else:
         names = sorted(set(huey.lock_names).union(args.names))

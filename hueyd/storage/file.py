@@ -37,6 +37,7 @@ from hueyd.constants import EmptyData
 from hueyd.exceptions import ConfigurationError
 from hueyd.storage.base import BaseStorage
 from hueyd.storage.protocols import Claimed, Claims, DeadLetters, NodeState
+from hueyd.times import unix_time
 
 FOLDERS = ('tmp', 'queue', 'claims', 'leases', 'schedule', 'data', 'counters', 'dead', 'state')
 # A data or dead-letter file: is_result, expiry (unix time, 0 for none), key length, key, value.
@@ -199,7 +200,7 @@ class FileStorage(Claims, DeadLetters, NodeState, BaseStorage):
     def add_to_schedule(self, data, ts, priority=None):
         key = _priority_key(priority)
         with self.lock:
-            name = '%s-%016x-%s' % (_sortable_time(ts), self._next_seq(), key)
+            name = '%s-%016x-%s' % (_sortable_time(unix_time(ts)), self._next_seq(), key)
             self._write(self._in('schedule', name), data)
 
     def _due(self, ts):
@@ -209,7 +210,7 @@ class FileStorage(Claims, DeadLetters, NodeState, BaseStorage):
 
     def read_schedule(self, ts):
         with self.lock:
-            due = self._due(ts)
+            due = self._due(unix_time(ts))
             messages = self._read_all(self._in('schedule'), due)
             for name in due:
                 os.unlink(self._in('schedule', name))
@@ -304,7 +305,7 @@ class FileStorage(Claims, DeadLetters, NodeState, BaseStorage):
             for folder, _, names in os.walk(self._in('data')):
                 for name in names:
                     record = self._record(os.path.join(folder, name))
-                    if record is not None and record[2]:
+                    if record is not None:
                         items[record[0].decode()] = record[1]
         return items
 

@@ -10,9 +10,10 @@ import threading
 import time
 
 from hueyd.constants import EmptyData
+from hueyd.times import unix_time
 from hueyd.storage.base import BaseStorage
 from hueyd.storage.listener import EventListener
-from hueyd.storage.protocols import Claimed, Claims, DeadLetters, Events, NodeState
+from hueyd.storage.protocols import Claimed, Claims, DeadLetters, Events, NodeState, text_key
 
 
 class MemoryStorage(Claims, DeadLetters, Events, NodeState, BaseStorage):
@@ -28,7 +29,7 @@ class MemoryStorage(Claims, DeadLetters, Events, NodeState, BaseStorage):
         self._seq = itertools.count()
         self._queue = []      # heap of (-priority, seq, data)
         self._schedule = []   # heap of (ts, seq, data)
-        self._data = {}       # key -> (value, is_result, expires_at or None)
+        self._data = {}       # key -> (value, monotonic expiry or None)
         self._counters = {}
         self._claims = {}     # worker -> {receipt (the seq): queue entry}
         self._leases = {}     # worker -> monotonic expiry
@@ -66,10 +67,10 @@ class MemoryStorage(Claims, DeadLetters, Events, NodeState, BaseStorage):
     # --- schedule ----------------------------------------------------------
     def add_to_schedule(self, data, ts, priority=None):
         with self._lock:
-            heapq.heappush(self._schedule, (ts, next(self._seq), data, priority or 0))
+            heapq.heappush(self._schedule, (unix_time(ts), next(self._seq), data, priority or 0))
 
     def read_schedule(self, ts):
-        due = []
+        ts, due = unix_time(ts), []
         with self._lock:
             while self._schedule and self._schedule[0][0] <= ts:
                 due.append(heapq.heappop(self._schedule)[2])
@@ -95,14 +96,14 @@ class MemoryStorage(Claims, DeadLetters, Events, NodeState, BaseStorage):
     def _entry(self, key):
         """The live entry for ``key``; expired ones are dropped on the way (lock held)."""
         entry = self._data.get(key)
-        if entry is not None and entry[2] is not None and entry[2] <= time.monotonic():
+        if entry is not None and entry[1] is not None and entry[1] <= time.monotonic():
             del self._data[key]
             return None
         return entry
 
     def put_data(self, key, value, is_result=False):
         with self._lock:
-            self._data[key] = (value, is_result, None)
+            self._data[key] = (value, None)
 
     def peek_data(self, key):
         with self._lock:
@@ -125,16 +126,16 @@ class MemoryStorage(Claims, DeadLetters, Events, NodeState, BaseStorage):
         with self._lock:
             if self._entry(key) is not None:
                 return False
-            self._data[key] = (value, False, time.monotonic() + ttl if ttl else None)
+            self._data[key] = (value, time.monotonic() + ttl if ttl else None)
             return True
 
     def result_store_size(self):
-        with self._lock:
-            return sum(1 for _, is_result, _ in self._data.values() if is_result)
+        return len(self.result_items())
 
     def result_items(self):
         with self._lock:
-            return {k: v for k, (v, is_result, _) in self._data.items() if is_result}
+            live = [(key, self._entry(key)) for key in list(self._data)]
+            return {text_key(key): entry[0] for key, entry in live if entry is not None}
 
     def flush_results(self):
         with self._lock:

@@ -6,6 +6,7 @@ the required ones, which a storage overrides when it can do better (fewer
 round trips, atomically). ``storage.supports(Protocol)`` reads the declaration.
 """
 import functools
+import time
 
 from hueyd.constants import EmptyData
 from hueyd.exceptions import ConfigurationError
@@ -57,7 +58,11 @@ class Queue:
 
 
 class Schedule:
-    """Messages that must not run before a unix timestamp (float seconds)."""
+    """Messages that must not run before a unix timestamp (float seconds).
+
+    ``add_to_schedule`` and ``read_schedule`` also take a datetime, as huey's
+    storages do (naive meaning local time): see ``hueyd.times.unix_time``.
+    """
 
     @required
     def add_to_schedule(self, data, ts, priority=None):
@@ -98,9 +103,11 @@ class Schedule:
 class DataStore:
     """A key/value map of ``bytes``: results, revocations and locks.
 
-    ``is_result`` tells results apart for ``result_items()``. Revocations go
-    through their own methods, kept in this map by default, so a storage may
-    keep them apart and hand them out with a claim (see ``Claimed``).
+    As in huey, ``result_items()`` and ``result_store_size()`` cover every key
+    in it, whatever put it there. ``is_result`` marks a task's result, which
+    a storage that can wake waiters (see ``wait_result``) announces.
+    Revocations go through their own methods, kept in this map by default, so
+    a storage may keep them apart and hand them out with a claim (see ``Claimed``).
     """
 
     @required
@@ -132,13 +139,29 @@ class DataStore:
     def put_if_empty(self, key, value, ttl=None):
         """Set ``key`` only when it holds nothing; True when set. ``ttl`` in seconds."""
 
+    def wait_result(self, key, timeout=None, backoff=1.15, max_delay=1.0):
+        """Wait until ``key`` holds a value: True when it does, False after ``timeout`` seconds.
+
+        This default polls, its pauses growing by ``backoff`` up to ``max_delay``
+        seconds; a storage that can be told when a result lands overrides it.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.01
+        while not self.has_data_for_key(key):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            time.sleep(pause if left is None else min(pause, left))
+            pause = min(pause * backoff, max_delay)
+        return True
+
     @required
     def result_store_size(self):
-        """How many keys were stored with ``is_result=True``."""
+        """How many keys the data store holds (results, revocations, locks)."""
 
     @required
     def result_items(self):
-        """A dict of every key stored with ``is_result=True`` to its value."""
+        """A dict of every key in the data store, as ``str``, to its value."""
 
     @required
     def flush_results(self):
@@ -156,6 +179,11 @@ class DataStore:
     def delete_revocation(self, key):
         """Remove a revocation; True when it existed (so one caller uses up a revoke-once)."""
         return self.delete_data(key)
+
+
+def text_key(key):
+    """A data store key as ``result_items()`` gives it: a ``str`` (task ids are)."""
+    return key.decode('utf-8') if isinstance(key, bytes) else key
 
 
 class Counters:

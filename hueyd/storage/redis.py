@@ -1,6 +1,7 @@
 """Redis storage.
 
-Keys for a queue called ``<name>``:
+Keys for a queue called ``<name>`` (as in huey, only its letters, digits and
+underscores, unless ``clean_name=False``):
 
 ``hueyd.<name>.queue``
     list of messages (LPUSH, then BRPOP/RPOP): FIFO, ``priority`` ignored.
@@ -13,6 +14,9 @@ Keys for a queue called ``<name>``:
     keep insertion order. The header is stripped on read.
 ``hueyd.<name>.results``
     hash of the values stored with ``is_result=True``.
+``hueyd.<name>.notify.<key>``
+    with ``notify_result=True``: a list pushed to when a result is stored, which
+    ``wait_result`` blocks on; it expires after ``notify_result_ttl`` seconds.
 ``hueyd.<name>.result.<key>``
     in RedisExpireStorage instead: each result in a string key of its own, so
     Redis expires it.
@@ -39,6 +43,8 @@ single Redis server (not Redis Cluster).
 A data key lives in exactly one of ``results`` (or its ``result`` key), ``data``
 or its ``ttl`` key: writes clear the other two, and reads look in all three.
 """
+import re
+import time
 from contextlib import contextmanager
 
 from hueyd.constants import EmptyData
@@ -46,7 +52,9 @@ from hueyd.exceptions import ConfigurationError
 from hueyd.storage.base import BaseStorage
 from hueyd.storage.batch import SharedBatch
 from hueyd.storage.listener import EventListener
-from hueyd.storage.protocols import Claimed, Claims, DeadLetters, Events, NodeState, WriteBatching
+from hueyd.storage.protocols import (Claimed, Claims, DeadLetters, Events, NodeState,
+                                     WriteBatching, text_key)
+from hueyd.times import unix_time
 
 try:
     import redis
@@ -262,8 +270,10 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
         (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) if redis else ())
 
     def __init__(self, name='huey', blocking=True, read_timeout=1, connection_pool=None,
-                 url=None, client_name=None, **connection_params):
-        super().__init__(name)
+                 url=None, client_name=None, notify_result=False, notify_result_ttl=60,
+                 clean_name=True, **connection_params):
+        # As huey: only letters, digits and underscores go into key names, unless told not to.
+        super().__init__(re.sub(r'[^A-Za-z0-9_]', '', name) if clean_name else name)
         if redis is None:
             raise ConfigurationError('RedisStorage needs the "redis" package: pip install redis')
         for param in ('host', 'port', 'db'):
@@ -297,7 +307,13 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
         self.blocking = blocking
         self.read_timeout = read_timeout
 
-        prefix = 'hueyd.%s.' % name
+        # With notify_result, storing a result also pushes to a list its waiters
+        # block on (wait_result), instead of their polling.
+        self.notify_result = notify_result
+        self.notify_result_ttl = notify_result_ttl
+
+        prefix = 'hueyd.%s.' % self.name
+        self.notify_prefix = prefix + 'notify.'
         self.queue_key = prefix + 'queue'
         self.queue_seq_key = prefix + 'queue.seq'
         self.schedule_key = prefix + 'schedule'
@@ -414,11 +430,11 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
     def add_to_schedule(self, data, ts, priority=None):
         with self._writer() as writer:
             self._add_with_seq(keys=[self.schedule_key, self.schedule_seq_key],
-                               args=[self._schedule_member(data, priority), repr(float(ts))],
+                               args=[self._schedule_member(data, priority), repr(float(unix_time(ts)))],
                                client=writer)
 
     def read_schedule(self, ts):
-        items = self._read_schedule(keys=[self.schedule_key], args=[repr(float(ts))])
+        items = self._read_schedule(keys=[self.schedule_key], args=[repr(float(unix_time(ts)))])
         return [item[self.schedule_prefix_len:] for item in items]
 
     def move_due(self, ts):
@@ -473,6 +489,10 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
             if is_result:
                 self._put_result(pipe, key, value)
                 pipe.hdel(self.data_key, key)
+                if self.notify_result:
+                    notify_key = self.notify_prefix + text_key(key)
+                    pipe.lpush(notify_key, b'1')
+                    pipe.expire(notify_key, self.notify_result_ttl)
             else:
                 pipe.hset(self.data_key, key, value)
                 self._forget_result(pipe, key)
@@ -530,11 +550,37 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
         ttl_ms = max(1, int(ttl * 1000)) if ttl else 0
         return bool(self._put_if_empty(keys=self._data_keys(key), args=[key, value, ttl_ms]))
 
+    def wait_result(self, key, timeout=None, backoff=1.15, max_delay=1.0):
+        if not self.notify_result:
+            return super().wait_result(key, timeout, backoff, max_delay)
+        notify_key = self.notify_prefix + text_key(key)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # One push wakes one waiter: the others find the result between short waits.
+        while not self.has_data_for_key(key):
+            left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            if self.conn.blpop(notify_key, timeout=max(left, 0.01)) is not None:
+                self.conn.delete(notify_key)
+                return True
+        return True
+
     def result_store_size(self):
-        return self.conn.hlen(self.results_key)
+        pipe = self.conn.pipeline(transaction=False)
+        for key in (self.results_key, self.data_key, self.revoked_key):
+            pipe.hlen(key)
+        return sum(pipe.execute()) + sum(1 for _ in self._scan(self.ttl_prefix))
 
     def result_items(self):
-        return {key.decode(): value for key, value in self.conn.hgetall(self.results_key).items()}
+        items = {}
+        for key in (self.revoked_key, self.data_key, self.results_key):
+            items.update(self.conn.hgetall(key))
+        start = len(self.ttl_prefix)
+        ttl_keys = list(self._scan(self.ttl_prefix))
+        for key, value in zip(ttl_keys, self.conn.mget(ttl_keys) if ttl_keys else []):
+            if value is not None:  # expired between the scan and the read
+                items[key[start:]] = value
+        return {key.decode(): value for key, value in items.items()}
 
     def flush_results(self):
         self.conn.delete(self.results_key, self.data_key, self.revoked_key)
@@ -796,7 +842,7 @@ class RedisExpireStorage(RedisStorage):
                                      % (expire_time,))
         super().__init__(name, *args, **kwargs)
         self.expire_time = expire_time
-        self.result_prefix = ('hueyd.%s.result.' % name).encode()
+        self.result_prefix = ('hueyd.%s.result.' % self.name).encode()
 
     def _result_key(self, key):
         return _prefixed(self.result_prefix, key)
@@ -817,14 +863,16 @@ class RedisExpireStorage(RedisStorage):
         pipe.exists(self._result_key(key))
 
     def result_store_size(self):
-        return sum(1 for _ in self._scan(self.result_prefix))
+        return len(self.result_items())
 
     def result_items(self):
+        items = super().result_items()
         keys = list(self._scan(self.result_prefix))
         start = len(self.result_prefix)
         values = self.conn.mget(keys) if keys else []
-        return {key[start:].decode(): value for key, value in zip(keys, values)
-                if value is not None}  # expired between the scan and the read
+        items.update((key[start:].decode(), value) for key, value in zip(keys, values)
+                     if value is not None)  # expired between the scan and the read
+        return items
 
     def flush_results(self):
         super().flush_results()

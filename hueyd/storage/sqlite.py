@@ -27,7 +27,9 @@ from hueyd.exceptions import ConfigurationError
 from hueyd.storage.base import BaseStorage
 from hueyd.storage.batch import SharedBatch
 from hueyd.storage.listener import EventListener
-from hueyd.storage.protocols import Claimed, Claims, DeadLetters, Events, NodeState, WriteBatching
+from hueyd.storage.protocols import (Claimed, Claims, DeadLetters, Events, NodeState,
+                                     WriteBatching, text_key)
+from hueyd.times import unix_time
 
 try:
     import cysqlite
@@ -53,7 +55,6 @@ CREATE TABLE IF NOT EXISTS hueyd_kv (
     name TEXT NOT NULL,
     key TEXT NOT NULL,
     value BLOB,
-    is_result INTEGER NOT NULL DEFAULT 0,
     expires_at REAL,
     PRIMARY KEY (name, key));
 CREATE TABLE IF NOT EXISTS hueyd_counters (
@@ -160,7 +161,7 @@ class SqliteStorage(Claims, DeadLetters, Events, NodeState,
     transient_errors = BaseStorage.transient_errors + (SqliteUnavailable,)
 
     def __init__(self, name='huey', filename='huey.db', cache_mb=8, fsync=False,
-                 journal_mode='wal', timeout=5, **kwargs):
+                 journal_mode='wal', timeout=5, pragmas=None, create_tables=True, **kwargs):
         super().__init__(name)
         if filename == ':memory:' or not filename:
             raise ConfigurationError(
@@ -179,6 +180,9 @@ class SqliteStorage(Claims, DeadLetters, Events, NodeState,
         self.cache_mb = int(cache_mb)
         self.fsync = bool(fsync)
         self.timeout = float(timeout)
+        # Set on every connection after hueyd's own; a dict or (name, value) pairs.
+        self.pragmas = list(dict(pragmas or {}).items())
+        self.create_tables = create_tables
         self._local = threading.local()
         # Connections opened before a fork stay referenced here so the child
         # never closes (and possibly checkpoints) a handle the parent still uses.
@@ -202,8 +206,15 @@ class SqliteStorage(Claims, DeadLetters, Events, NodeState,
         self._set_journal_mode(conn)
         conn.execute('PRAGMA synchronous = %s' % ('FULL' if self.fsync else 'NORMAL'))
         conn.execute('PRAGMA cache_size = %d' % (-1024 * self.cache_mb))
-        conn.executescript(SCHEMA)
+        for pragma, value in self.pragmas:
+            conn.execute('PRAGMA %s = %s' % (pragma, value))
+        if self.create_tables:
+            conn.executescript(SCHEMA)
         return conn
+
+    def initialize_schema(self):
+        """Create the tables (for a storage made with ``create_tables=False``)."""
+        self.conn.executescript(SCHEMA)
 
     def _open(self):
         # isolation_level=None: no implicit transactions, we issue BEGIN ourselves.
@@ -308,11 +319,11 @@ class SqliteStorage(Claims, DeadLetters, Events, NodeState,
     # --- schedule ----------------------------------------------------------
     def add_to_schedule(self, data, ts, priority=None):
         self._write('INSERT INTO hueyd_schedule (name, data, ts, priority) VALUES (?, ?, ?, ?)',
-                   self.name, data, ts, priority or 0)
+                   self.name, data, unix_time(ts), priority or 0)
 
     def read_schedule(self, ts):
         rows = self._rows('DELETE FROM hueyd_schedule WHERE name = ? AND ts <= ? '
-                          'RETURNING ts, id, data', self.name, ts)
+                          'RETURNING ts, id, data', self.name, unix_time(ts))
         return [data for _, _, data in sorted(rows)]  # RETURNING order is unspecified
 
     def next_schedule_time(self):
@@ -331,8 +342,8 @@ class SqliteStorage(Claims, DeadLetters, Events, NodeState,
 
     # --- data store --------------------------------------------------------
     def put_data(self, key, value, is_result=False):
-        self._write('INSERT OR REPLACE INTO hueyd_kv (name, key, value, is_result, expires_at) '
-                   'VALUES (?, ?, ?, ?, NULL)', self.name, key, value, int(bool(is_result)))
+        self._write('INSERT OR REPLACE INTO hueyd_kv (name, key, value, expires_at) '
+                   'VALUES (?, ?, ?, NULL)', self.name, key, value)
 
     def peek_data(self, key):
         rows = self._rows('SELECT value FROM hueyd_kv WHERE name = ? AND key = ? AND ' + LIVE,
@@ -354,19 +365,21 @@ class SqliteStorage(Claims, DeadLetters, Events, NodeState,
         now = time.time()
         # Inserts, or takes over a row whose ttl has run out; otherwise changes nothing.
         cursor = self.conn.execute(
-            'INSERT INTO hueyd_kv (name, key, value, is_result, expires_at) VALUES (?, ?, ?, 0, ?) '
-            'ON CONFLICT (name, key) DO UPDATE SET value = excluded.value, is_result = 0, '
+            'INSERT INTO hueyd_kv (name, key, value, expires_at) VALUES (?, ?, ?, ?) '
+            'ON CONFLICT (name, key) DO UPDATE SET value = excluded.value, '
             'expires_at = excluded.expires_at '
             'WHERE hueyd_kv.expires_at IS NOT NULL AND hueyd_kv.expires_at <= ?',
             (self.name, key, value, now + ttl if ttl else None, now))
         return cursor.rowcount == 1
 
     def result_store_size(self):
-        return self._value('SELECT COUNT(*) FROM hueyd_kv WHERE name = ? AND is_result = 1', self.name)
+        return self._value('SELECT COUNT(*) FROM hueyd_kv WHERE name = ? AND ' + LIVE,
+                           self.name, time.time())
 
     def result_items(self):
-        return dict(self._rows('SELECT key, value FROM hueyd_kv WHERE name = ? AND is_result = 1',
-                               self.name))
+        rows = self._rows('SELECT key, value FROM hueyd_kv WHERE name = ? AND ' + LIVE,
+                          self.name, time.time())
+        return {text_key(key): value for key, value in rows}
 
     def flush_results(self):
         self._rows('DELETE FROM hueyd_kv WHERE name = ?', self.name)
@@ -578,6 +591,10 @@ class _CyConnection:
 
     def executescript(self, script):
         return _CyCursor(_translated(self.conn.executescript, script))
+
+    def pragma(self, name):
+        """A pragma's value, as cysqlite's own connection reads it (huey's storage.conn has it)."""
+        return _translated(self.conn.pragma, name)
 
     def close(self):
         self.conn.close()
