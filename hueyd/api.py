@@ -243,6 +243,10 @@ class Huey:
     def disconnect_signal(self, receiver, *signals):
         self._signals.disconnect(receiver, *signals)
 
+    def _emit(self, signal, task, *args):
+        """huey's private name for sending a signal to the receivers, for code that called it."""
+        self._signals.send(signal, task, *args)
+
     # --- messages -------------------------------------------------------------
     def serialize_task(self, task):
         return self.serializer.serialize(self.registry.create_message(task))

@@ -21,6 +21,13 @@ class Hooks:
         """Remove the hook registered as ``name`` (or the function itself); True if there was one."""
         return self.functions.pop(getattr(name, '__name__', name), None) is not None
 
+    def __getitem__(self, name):
+        return self.functions[name]
+
+    def values(self):
+        """The callables, in registration order (huey kept its hooks in a dict)."""
+        return list(self.functions.values())
+
     def __iter__(self):
         """``(name, fn)`` pairs, a copy: a hook may unregister itself while they run."""
         return iter(list(self.functions.items()))

@@ -205,7 +205,7 @@ class SqliteStorage(Claims, DeadLetters, Events, NodeState,
         conn = self._open()
         self._set_journal_mode(conn)
         conn.execute('PRAGMA synchronous = %s' % ('FULL' if self.fsync else 'NORMAL'))
-        conn.execute('PRAGMA cache_size = %d' % (-1024 * self.cache_mb))
+        conn.execute('PRAGMA cache_size = %d' % (-1000 * self.cache_mb))  # KiB; huey's megabyte is 1000
         for pragma, value in self.pragmas:
             conn.execute('PRAGMA %s = %s' % (pragma, value))
         if self.create_tables:
