@@ -6,8 +6,14 @@ The names below are imported on first use, so the daemon's master, which never
 runs tasks, does not pay for the storage clients (redis) in memory or start-up time.
 """
 import importlib
+import logging
 
 __version__ = '0.1.0'
+
+# hueyd's loggers ('hueyd', 'hueyd.daemon', ...) pass their records through huey's
+# 'huey' logger, so a logging configuration written for huey (its level, its
+# handlers) applies unchanged; configure 'hueyd' to reach hueyd's records alone.
+logging.getLogger('hueyd').parent = logging.getLogger('huey')
 
 _EXPORTS = {
     'hueyd.api': ('BlackHoleHuey', 'CySqliteHuey', 'FileHuey', 'Huey', 'MemoryHuey', 'PriorityRedisExpireHuey',

@@ -99,15 +99,14 @@ class Result:
     def get_raw_result(self, blocking=False, timeout=None, backoff=1.15, max_delay=1.0,
                        revoke_on_timeout=False, preserve=False):
         if self._result is EmptyData and not self._read(preserve) and blocking:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            delay = 0.005
-            while not self._read(preserve):
-                if deadline is not None and time.monotonic() + delay > deadline:
-                    if revoke_on_timeout:
-                        self.revoke()
-                    raise ResultTimeout('%s: no result after %ss' % (self.task, timeout))
-                time.sleep(delay)
-                delay = min(delay * backoff, max_delay)
+            # The storage knows how to wait (Redis's notify_result blocks, others poll);
+            # the result may still be gone when it wakes (read by another handle).
+            stored = self.huey.storage.wait_result(self.id, timeout, backoff, max_delay)
+            if not (stored and self._read(preserve)):
+                if revoke_on_timeout:
+                    self.revoke()
+                raise ResultTimeout('%s: no result after %ss' % (self.task, timeout) if not stored
+                                    else '%s: its result was read by another handle' % self.task)
         return None if self._result is EmptyData else self._result
 
     def get(self, blocking=False, timeout=None, backoff=1.15, max_delay=1.0,

@@ -1,10 +1,11 @@
 """Tasks: ``Task`` is one call of a task function; ``TaskWrapper`` is the decorated function."""
 import datetime
 import functools
+import inspect
 import time
 import uuid
 
-from hueyd.exceptions import TaskTimeout
+from hueyd.exceptions import ConfigurationError, TaskTimeout
 from hueyd.times import normalize_expires, normalize_time
 
 
@@ -179,6 +180,11 @@ class TaskWrapper:
                  task_base=Task, **settings):
         if isinstance(func, TaskWrapper):
             func = func.func  # a task of one Huey declared again on another: the same function
+        if inspect.iscoroutinefunction(func):
+            # Called by a worker, it would return a coroutine that never runs.
+            raise ConfigurationError(
+                'task %s is an async function, which a worker cannot run yet: make it a plain '
+                'function that calls asyncio.run(...) on the coroutine' % func.__qualname__)
         self.huey = huey
         self.func = func
         self.name = name or func.__name__

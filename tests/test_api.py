@@ -1,5 +1,6 @@
 """The task API against every storage, driven through dequeue()/execute()."""
 import datetime
+import logging
 import pickle
 
 import pytest
@@ -9,6 +10,7 @@ from hueyd import (CancelExecution, ConfigurationError, Huey, MemoryHuey, RedisH
                    ResultTimeout, RetryTask, SignedSerializer, SqliteHuey, TaskException,
                    crontab)
 from hueyd.exceptions import SignatureError, TaskNotFound
+from hueyd.result import Result
 from hueyd.storage import BaseStorage, MemoryStorage, SqliteStorage
 from hueyd.storage.memory import MemoryStorage as _Memory
 from support import make_huey
@@ -76,6 +78,61 @@ def test_blocking_get_with_worker_and_timeout(huey):
     with pytest.raises(ResultTimeout):
         never.get(blocking=True, timeout=0.05, revoke_on_timeout=True)
     assert never.is_revoked()
+
+
+def test_blocking_get_wakes_on_redis_notify_result(redis_server, queue_name):
+    huey = RedisHuey(queue_name, url=redis_server.url, notify_result=True)
+
+    @huey.task()
+    def square(x):
+        return x * x
+
+    with BackgroundWorker(huey):
+        assert square(7).get(blocking=True, timeout=10) == 49
+    huey.flush()
+
+
+def test_blocking_get_raises_when_another_handle_took_the_result(huey):
+    @huey.task()
+    def square(x):
+        return x * x
+
+    first = square(2)
+    second = Result(huey, first.task)  # a second handle on the same task
+    drain(huey)
+    assert first.get() == 4  # reading removes it from storage
+    with pytest.raises(ResultTimeout):
+        second.get(blocking=True, timeout=0.05)
+
+
+def test_async_function_as_task_is_refused_with_the_way_out():
+    huey = MemoryHuey('async')
+
+    async def fetch():
+        return 1
+
+    with pytest.raises(ConfigurationError, match='asyncio.run'):
+        huey.task()(fetch)
+
+
+def test_hueyd_records_pass_through_hueys_logger_and_its_level():
+    seen = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    huey_logger, handler = logging.getLogger('huey'), Collect()
+    level = huey_logger.level
+    huey_logger.addHandler(handler)
+    huey_logger.setLevel(logging.ERROR)
+    try:
+        logging.getLogger('hueyd.signals').warning('below the level set for huey')
+        logging.getLogger('hueyd.signals').error('seen through huey')
+    finally:
+        huey_logger.removeHandler(handler)
+        huey_logger.setLevel(level)
+    assert seen == ['seen through huey']
 
 
 def test_failure_raises_task_exception_with_traceback(huey):
