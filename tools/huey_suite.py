@@ -9,7 +9,8 @@ use Redis's default address):
 
 * **huey**: the tests as they are, against huey from the same sdist;
 * **hueyd**: the tests with their import lines rewritten (``huey`` -> ``hueyd``,
-  ``huey.tests`` -> the copy) and nothing else, against this checkout.
+  ``huey.tests`` -> the copy), and the dotted paths of Django settings
+  (``'huey.contrib.…'``), and nothing else, against this checkout.
 
 Prints a table per test file: the tests that pass on huey, and how many of those
 pass on hueyd. With ``--min``, exits 1 when hueyd passes less than that share of
@@ -72,6 +73,8 @@ def copy_tests(source, destination, rewrite_imports):
         text = path.read_text()
         if rewrite_imports:
             text = ''.join(rewrite(line) for line in text.splitlines(keepends=True))
+            # Django imports the classes its settings name by dotted path: an import too.
+            text = text.replace("'huey.contrib.", "'hueyd.contrib.")
         else:
             text = text.replace('huey.tests', 'hueytests')  # the copy's own name
         path.write_text(text)

@@ -1,1 +1,2 @@
-"""Integrations with web frameworks: ``hueyd.contrib.django``."""
+"""Integrations with web frameworks: ``hueyd.contrib.djhuey`` (Django, huey's name; also
+``hueyd.contrib.django``)."""

@@ -1,4 +1,5 @@
-"""The Django application: ``INSTALLED_APPS = [..., 'hueyd.contrib.django']``."""
+"""The Django application under hueyd's first name: ``INSTALLED_APPS = [..., 'hueyd.contrib.django']``
+(``'hueyd.contrib.djhuey'``, huey's name, is the same application)."""
 from django.apps import AppConfig
 
 

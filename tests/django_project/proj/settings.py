@@ -2,7 +2,8 @@
 
 DJANGO_DEBUG=1 turns DEBUG on (and with it huey's immediate mode);
 DJANGO_HUEY_INSTANCE=1 makes settings.HUEY an instance instead of a dict;
-DJANGO_HUEY_CLASS and DJANGO_HUEY_WORKERS replace those two settings (to test errors).
+DJANGO_HUEY_CLASS and DJANGO_HUEY_WORKERS replace those two settings (to test errors);
+DJANGO_HUEY_APP=djhuey installs the app under huey's name, hueyd.contrib.djhuey.
 """
 import os
 
@@ -34,3 +35,9 @@ if os.environ.get('DJANGO_HUEY_INSTANCE') == '1':
 
     HUEY = SqliteHuey('shop-instance', filename=os.path.join(STATE_DIR, 'huey-instance.db'),
                       immediate=DEBUG)
+
+# huey's module name for the app (tests/test_djhuey.py); hueyd.contrib.django is the same app.
+if os.environ.get('DJANGO_HUEY_APP') == 'djhuey':
+    INSTALLED_APPS = ['hueyd.contrib.djhuey', 'shop']
+# Django's task framework (shop/jobs.py), run by hueyd.
+TASKS = {'default': {'BACKEND': 'hueyd.contrib.djhuey.tasks_backend.HueyBackend'}}
