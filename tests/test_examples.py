@@ -2,8 +2,12 @@
 import ast
 import os
 import pathlib
+import shutil
+import signal
 import subprocess
 import sys
+
+import pytest
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / 'examples'
 COMPATIBLE = EXAMPLES / 'huey_compatible.py'
@@ -125,3 +129,72 @@ def test_compatible_example_differs_from_huey_only_in_imports(tmp_path):
     assert under_hueyd.returncode == 0, under_hueyd.stderr
     assert under_huey.stdout == under_hueyd.stdout == EXPECTED_OUTPUT
     assert sorted(os.listdir(tmp_path)) == [copy.name]
+
+
+# --- examples/huey_project: a Django project written for huey 3.5 --------------------
+
+PROJECT = EXAMPLES / 'huey_project'
+PROJECT_OUTPUT = """\
+order 7 total: 20
+fulfilment: order 7 reserved, charged 20, shipped
+periodic tasks due at 2026-01-05 03:00:00: ['nightly_report']
+periodic tasks due at 2026-01-05 03:01:00: []
+nightly report: report for 3 products
+order 8 while the desk was taken: TaskLockedException
+order 8 once free: order 8, shipped
+"""
+
+
+def project_copy(destination, library):
+    """The project in ``destination``, as it is (hueyd) or switched to huey.
+
+    The switch replaces ``hueyd`` with ``huey`` and asserts that it touched only import
+    lines and the dotted paths in the settings, which is all a huey user changes.
+    """
+    shutil.copytree(PROJECT, destination, ignore=shutil.ignore_patterns('__pycache__', '*.db'))
+    if library == 'huey':
+        for path in destination.rglob('*.py'):
+            source = path.read_text()
+            converted = source.replace('hueyd', 'huey')
+            for old, new in zip(source.splitlines(), converted.splitlines()):
+                if old != new:
+                    assert old.startswith(('from hueyd', 'import hueyd')) or (
+                        path.name == 'settings.py' and "'hueyd." in old), (path, old)
+            path.write_text(converted)
+    return destination
+
+
+def manage(project, *args, immediate, queue, **popen):
+    env = dict(os.environ, SHOP_QUEUE_DB=str(queue), SHOP_IMMEDIATE='1' if immediate else '0',
+               PYTHONPATH=str(project))
+    return subprocess.Popen([sys.executable, 'manage.py', *args], cwd=project, env=env,
+                            text=True, **popen)
+
+
+@pytest.mark.parametrize('library', ['hueyd', 'huey'])
+def test_huey_project_runs_inline_under_either_library(tmp_path, library):
+    project = project_copy(tmp_path / 'project', library)
+    demo = manage(project, 'shop_demo', immediate=True, queue=tmp_path / 'queue.db',
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = demo.communicate(timeout=120)
+    assert demo.returncode == 0, err
+    assert out == PROJECT_OUTPUT
+
+
+@pytest.mark.parametrize('library', ['hueyd', 'huey'])
+def test_huey_project_runs_on_its_consumer_under_either_library(tmp_path, library):
+    # manage.py run_huey: hueyd's daemon, or huey's consumer, on one SQLite file.
+    project = project_copy(tmp_path / 'project', library)
+    queue = tmp_path / 'queue.db'
+    consumer = manage(project, 'run_huey', '-w', '2', immediate=False, queue=queue,
+                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        demo = manage(project, 'shop_demo', immediate=False, queue=queue,
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = demo.communicate(timeout=120)
+        assert demo.returncode == 0, err
+        assert out == PROJECT_OUTPUT
+    finally:
+        consumer.send_signal(signal.SIGINT)
+        _, consumer_log = consumer.communicate(timeout=60)
+    assert consumer.returncode == 0, consumer_log
