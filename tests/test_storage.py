@@ -1,10 +1,14 @@
 """The storage contract, run against every backend, then backend-specific behaviour."""
 import datetime
 import hashlib
+import json
 import multiprocessing
 import os
+import sqlite3
+import sys
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -936,3 +940,43 @@ def test_cysqlite_storage_talks_through_cysqlite(tmp_path):
     finally:
         storage.close()
 
+
+
+def test_cysqlite_errors_are_both_drivers_operational_errors(tmp_path):
+    cysqlite = pytest.importorskip('cysqlite')
+    storage = CySqliteStorage('q', filename=str(tmp_path / 'huey.db'), create_tables=False)
+    try:
+        with pytest.raises(sqlite3.OperationalError) as info:
+            storage.queue_size()  # no tables yet
+        assert isinstance(info.value, cysqlite.OperationalError)
+        storage.initialize_schema()
+        assert storage.queue_size() == 0
+    finally:
+        storage.close()
+
+
+@pytest.mark.parametrize('storage_class', ['sqlite3', 'cysqlite'])
+def test_sqlite_pragmas_are_set_on_every_connection(tmp_path, storage_class):
+    if storage_class == 'cysqlite':
+        pytest.importorskip('cysqlite')
+    cls = CySqliteStorage if storage_class == 'cysqlite' else SqliteStorage
+    pragmas = {'mmap_size': 4096, 'synchronous': 0}
+    storage = cls('q', filename=str(tmp_path / 'huey.db'), pragmas=pragmas, cache_mb=4)
+    try:
+        read = lambda name: storage.conn.execute('PRAGMA %s' % name).fetchone()[0]  # noqa: E731
+        assert (read('mmap_size'), read('synchronous'), read('cache_size')) == (4096, 0, -4000)
+        assert pragmas == {'mmap_size': 4096, 'synchronous': 0}  # the caller's dict untouched
+    finally:
+        storage.close()
+
+
+def test_sqlite_without_create_tables_waits_for_initialize_schema(tmp_path):
+    storage = SqliteStorage('q', filename=str(tmp_path / 'huey.db'), create_tables=False)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match='no such table'):
+            storage.queue_size()
+        storage.initialize_schema()
+        storage.enqueue(b'm')
+        assert storage.dequeue() == b'm'
+    finally:
+        storage.close()

@@ -574,8 +574,8 @@ class _CyConnection:
     """A cysqlite connection, with the part of sqlite3's interface SqliteStorage uses.
 
     cysqlite's classes cannot be subclassed, and it raises errors of its own;
-    they become sqlite3's here (see _translated), so SqliteStorage's handling of
-    errors holds for both drivers. cysqlite never opens a transaction by itself,
+    they become sqlite3's as well here (see CyOperationalError), so SqliteStorage's
+    handling of errors holds for both drivers. cysqlite never opens a transaction by itself,
     as sqlite3 with isolation_level=None.
     """
 
@@ -615,12 +615,25 @@ class _CyCursor:
         return _translated(self.cursor.fetchall)
 
 
+# cysqlite's errors are raised as sqlite3's, so SqliteStorage handles both drivers alike,
+# and as cysqlite's too, so code written for huey's CySqliteStorage still catches them.
+_CYSQLITE_ERROR = (cysqlite.OperationalError,) if cysqlite is not None else ()
+
+
+class CyOperationalError(sqlite3.OperationalError, *_CYSQLITE_ERROR):
+    """cysqlite's OperationalError, as sqlite3's as well."""
+
+
+class CyUnavailable(SqliteUnavailable, *_CYSQLITE_ERROR):
+    """cysqlite's OperationalError worth retrying, as SqliteUnavailable as well."""
+
+
 def _translated(call, *args, **kwargs):
-    """``call(...)``, raising a cysqlite OperationalError as sqlite3's (or SqliteUnavailable)."""
+    """``call(...)``, raising a cysqlite OperationalError as CyOperationalError (or CyUnavailable)."""
     try:
         return call(*args, **kwargs)
     except cysqlite.OperationalError as exc:
         # cysqlite names SQLite's result code only in its message: "... (code=5, ext=5)".
         code = re.search(r'\(code=(\d+)', str(exc))
         transient = code is not None and int(code.group(1)) in TRANSIENT_CODES
-        raise (SqliteUnavailable if transient else sqlite3.OperationalError)(str(exc)) from exc
+        raise (CyUnavailable if transient else CyOperationalError)(str(exc)) from exc
