@@ -21,17 +21,28 @@ def _gevent_active():
 
 
 @contextlib.contextmanager
-def _alarm(task):
+def _alarm(seconds, message):
     def on_alarm(signum, frame):
-        raise TaskTimeout('%s exceeded its timeout of %ss' % (task, task.timeout))
+        raise TaskTimeout(message)
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, task.timeout)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def time_limit(seconds, message):
+    """A context that raises TaskTimeout(message) once ``seconds`` pass, by the means
+    this thread allows (none in a thread other than the main one: a no-op context)."""
+    if _gevent_active():
+        import gevent
+        return gevent.Timeout(seconds, TaskTimeout(message))
+    if threading.current_thread() is threading.main_thread():
+        return _alarm(seconds, message)
+    return contextlib.nullcontext()
 
 
 def timeout_context(task):
@@ -40,10 +51,4 @@ def timeout_context(task):
         task.deadline = None
         return contextlib.nullcontext()
     task.deadline = time.monotonic() + task.timeout
-    if _gevent_active():
-        import gevent
-        return gevent.Timeout(task.timeout, TaskTimeout(
-            '%s exceeded its timeout of %ss' % (task, task.timeout)))
-    if threading.current_thread() is threading.main_thread():
-        return _alarm(task)
-    return contextlib.nullcontext()
+    return time_limit(task.timeout, '%s exceeded its timeout of %ss' % (task, task.timeout))
