@@ -16,8 +16,8 @@ __version__ = '0.1.0'
 logging.getLogger('hueyd').parent = logging.getLogger('huey')
 
 _EXPORTS = {
-    'hueyd.api': ('BlackHoleHuey', 'CySqliteHuey', 'FileHuey', 'Huey', 'MemoryHuey', 'PriorityRedisExpireHuey',
-                  'PriorityRedisHuey', 'RedisExpireHuey', 'RedisHuey', 'SqliteHuey'),
+    'hueyd.api': ('BlackHoleHuey', 'CySqliteHuey', 'FileHuey', 'Huey', 'MemoryHuey', 'PostgresHuey',
+                  'PriorityRedisExpireHuey', 'PriorityRedisHuey', 'RedisExpireHuey', 'RedisHuey', 'SqliteHuey'),
     'hueyd.cron': ('crontab', 'CrontabError'),
     'hueyd.exceptions': ('CancelExecution', 'ConfigurationError', 'HueyException',
                          'RateLimitExceeded', 'ResultTimeout', 'RetryTask', 'TaskException',

@@ -27,7 +27,7 @@ from hueyd.result import SKIPPED, ChordResult, Error, Result, ResultGroup
 from hueyd.revocations import Revocations
 from hueyd.serializer import Serializer
 from hueyd.storage import (BlackHoleStorage, CySqliteStorage, FileStorage, MemoryStorage,
-                           PriorityRedisExpireStorage,
+                           PostgresStorage, PriorityRedisExpireStorage,
                            PriorityRedisStorage, RedisExpireStorage, RedisStorage,
                            SqliteStorage, storage_from_url)
 from hueyd.task import PeriodicTask, Task, TaskWrapper, chord, group
@@ -37,7 +37,7 @@ from hueyd.times import from_timestamp, normalize_time, now, to_timestamp
 __all__ = [
     'BlackHoleHuey', 'BlackHoleStorage', 'CancelExecution', 'ChordResult', 'ConfigurationError', 'Consumer', 'CySqliteHuey',
     'CySqliteStorage', 'EmptyData', 'Error', 'FileHuey', 'FileStorage', 'Huey', 'MemoryHuey', 'MemoryStorage',
-    'PeriodicTask', 'PriorityRedisExpireHuey', 'PriorityRedisExpireStorage',
+    'PeriodicTask', 'PostgresHuey', 'PostgresStorage', 'PriorityRedisExpireHuey', 'PriorityRedisExpireStorage',
     'PriorityRedisHuey', 'PriorityRedisStorage', 'RedisExpireHuey', 'RedisExpireStorage', 'RateLimit', 'RateLimitExceeded', 'RedisHuey', 'RedisStorage',
     'Registry', 'Result', 'ResultGroup', 'ResultTimeout', 'RetryTask', 'SKIPPED', 'Serializer',
     'SqliteHuey', 'SqliteStorage', 'Task', 'TaskException', 'TaskLock', 'TaskLockedException',
@@ -609,6 +609,10 @@ class CySqliteHuey(Huey):
 
 class FileHuey(Huey):
     storage_class = FileStorage
+
+
+class PostgresHuey(Huey):
+    storage_class = PostgresStorage
 
 
 class BlackHoleHuey(Huey):

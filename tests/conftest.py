@@ -3,17 +3,25 @@ import uuid
 
 import pytest
 
-from support import RedisServer, make_huey, make_storage
+from support import PostgresServer, RedisServer, make_huey, make_storage
 
-STORAGE_KINDS = ['memory', 'sqlite', 'file', 'redis']
+STORAGE_KINDS = ['memory', 'sqlite', 'file', 'redis', 'postgres']
 # Storages that several instances (and processes) can share; memory is per instance.
-SHARED_STORAGE_KINDS = ['sqlite', 'file', 'redis']
+SHARED_STORAGE_KINDS = ['sqlite', 'file', 'redis', 'postgres']
 
 
 @pytest.fixture(scope='session')
 def redis_server():
     """One real redis-server for the whole session; tests keep apart by queue name."""
     with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope='session')
+def postgres_server():
+    """One real PostgreSQL for the whole session, started on first use; tests keep apart
+    by queue name."""
+    with PostgresServer() as server:
         yield server
 
 
@@ -29,7 +37,9 @@ def url_for(kind, request, tmp_path):
         return f'sqlite:///{tmp_path}/huey.db'
     if kind == 'file':
         return (tmp_path / 'files').as_uri()
-    # Looked up lazily so memory, sqlite and file runs never start redis-server.
+    # Looked up lazily so memory, sqlite and file runs never start a server.
+    if kind == 'postgres':
+        return request.getfixturevalue('postgres_server').dsn
     return request.getfixturevalue('redis_server').url
 
 

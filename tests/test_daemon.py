@@ -20,7 +20,7 @@ POOLS = {'thread': 1, 'greenlet': 1, 'process': 2}
 
 # -- tasks run ----------------------------------------------------------------
 
-@pytest.mark.parametrize('storage', ['sqlite', 'redis'])
+@pytest.mark.parametrize('storage', ['sqlite', 'redis', 'postgres'])
 @pytest.mark.parametrize('worker_type', ['thread', 'process', 'greenlet'])
 def test_tasks_run(make_app, start_daemon, worker_type, storage):
     app = make_app(storage)

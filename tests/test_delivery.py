@@ -39,7 +39,7 @@ def wait_past_recovery(daemon, app, tag, runs):
     daemon.wait_until(lambda: app.recorded('last') or too_many(), timeout=30)
 
 
-@pytest.mark.parametrize('storage', ['sqlite', 'file', 'redis'])
+@pytest.mark.parametrize('storage', ['sqlite', 'file', 'redis', 'postgres'])
 def test_task_of_a_killed_pool_runs_again_after_its_lease(make_app, start_daemon, storage):
     app = make_app(storage)
     daemon = start_daemon(app, '-k', 'process', '-w', '1', *LEASE)
@@ -57,7 +57,7 @@ def test_task_of_a_killed_pool_runs_again_after_its_lease(make_app, start_daemon
     wait_until(lambda: app.huey.storage.claimed_items() == {} and app.pending() == 0)
 
 
-@pytest.mark.parametrize('storage', ['sqlite', 'file', 'redis'])
+@pytest.mark.parametrize('storage', ['sqlite', 'file', 'redis', 'postgres'])
 def test_sigterm_hands_claims_back_at_once_without_duplicates(make_app, start_daemon, storage):
     app = make_app(storage)
     # The seed's old advice: re-enqueue in a SIGNAL_INTERRUPTED handler. It must not double.

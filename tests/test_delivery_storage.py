@@ -9,14 +9,14 @@ import time
 import pytest
 
 from hueyd.constants import EmptyData
-from hueyd.storage import PriorityRedisStorage, RedisStorage, SqliteStorage
+from hueyd.storage import PostgresStorage, PriorityRedisStorage, RedisStorage, SqliteStorage
 from hueyd.storage import CySqliteStorage, PriorityRedisExpireStorage
 from hueyd.storage.protocols import Claimed, WriteBatching
 from support import make_storage, wait_until
 
 
 @pytest.fixture(params=['memory', 'sqlite', 'cysqlite', 'file', 'redis', 'priority-redis',
-                        'priority-redis-expire'])
+                        'priority-redis-expire', 'postgres'])
 def store(request, tmp_path, queue_name):
     if request.param.startswith('priority-redis'):
         server = request.getfixturevalue('redis_server')
@@ -25,6 +25,8 @@ def store(request, tmp_path, queue_name):
     elif request.param == 'cysqlite':
         pytest.importorskip('cysqlite')
         storage = CySqliteStorage(queue_name, filename=str(tmp_path / 'h.db'))
+    elif request.param == 'postgres':
+        storage = make_storage(request.getfixturevalue('postgres_server').dsn, queue_name)
     else:
         url = {'memory': 'memory://', 'sqlite': 'sqlite:///%s/h.db' % tmp_path,
                'file': (tmp_path / 'files').as_uri()}.get(request.param)
@@ -125,14 +127,18 @@ def test_move_due_is_one_step_and_keeps_priority(store):
     assert [store.dequeue(), store.dequeue()] == expected
 
 
-def test_blocking_claim_waits_for_a_message(store, redis_server):
+def test_blocking_claim_waits_for_a_message(store, request):
     if not getattr(store, 'blocking', False):
         assert store.claim('w') == []
         return
-    other = type(store)(store.name, url=redis_server.url)
+    if isinstance(store, PostgresStorage):
+        other = PostgresStorage(store.name, dsn=store.dsn)
+    else:
+        other = type(store)(store.name, url=request.getfixturevalue('redis_server').url)
     assert store.claim('w') == []  # waited out read_timeout, then gave up
     other.enqueue(b'x', 3)
     assert [data for _, data in store.claim('w')] == [b'x']
+    other.close()
 
 
 def test_dead_letters(store):

@@ -1,7 +1,7 @@
 """Consumer events (issue 4): names, contents, orderings, transports, batching.
 
 Events are read back the way an application would: from a real Redis
-subscription, from the SQLite events table, or from the in-process memory log.
+subscription, a PostgreSQL LISTEN, the SQLite events table, or the in-process memory log.
 """
 import datetime
 import json
@@ -27,7 +27,7 @@ from support import make_huey, wait_until
 from test_api import ListStorage
 from workflow_app import workflow_app  # noqa: F401
 
-EVENT_STORAGES = ['memory', 'sqlite', 'redis']
+EVENT_STORAGES = ['memory', 'sqlite', 'redis', 'postgres']
 
 
 @pytest.fixture(params=EVENT_STORAGES)
@@ -37,6 +37,8 @@ def ehuey(request, tmp_path, queue_name):
         huey = make_huey(queue_name, request.getfixturevalue('redis_server').url)
     elif request.param == 'sqlite':
         huey = make_huey(queue_name, 'sqlite:///%s/huey.db' % tmp_path, events=True)
+    elif request.param == 'postgres':
+        huey = make_huey(queue_name, request.getfixturevalue('postgres_server').dsn, events=True)
     else:
         huey = make_huey(queue_name, 'memory://', events=True)
     assert huey.events
@@ -267,6 +269,8 @@ def _storage_kwargs(storage):
         return {'filename': storage.filename}
     if hasattr(storage, 'pool'):
         return {'connection_pool': storage.pool, 'blocking': False}
+    if hasattr(storage, 'dsn'):
+        return {'dsn': storage.dsn, 'blocking': False}
     return {}
 
 

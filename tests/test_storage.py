@@ -14,8 +14,8 @@ import pytest
 
 from hueyd.constants import EmptyData
 from hueyd.exceptions import ConfigurationError
-from hueyd.storage import (BaseStorage, FileStorage, MemoryStorage, PriorityRedisStorage,
-                           RedisStorage, SqliteStorage, storage_from_url)
+from hueyd.storage import (BaseStorage, FileStorage, MemoryStorage, PostgresStorage,
+                           PriorityRedisStorage, RedisStorage, SqliteStorage, storage_from_url)
 from hueyd.storage.protocols import (Claims, Counters, DataStore, DeadLetters, Events, NodeState,
                                      Queue, Schedule, WriteBatching)
 from hueyd.storage import CySqliteStorage, PriorityRedisExpireStorage, RedisExpireStorage
@@ -479,12 +479,16 @@ def test_what_a_storage_answers_for_the_optional_protocols_it_does_not_declare()
     ('file:///var/lib/hueyd', FileStorage, {'path': '/var/lib/hueyd'}),
     ('file:///var/lib/my%20queue?levels=1&use_thread_lock=yes', FileStorage,
      {'path': '/var/lib/my queue', 'levels': 1, 'use_thread_lock': True}),
+    ('postgres://localhost/huey', PostgresStorage, {'dsn': 'postgres://localhost/huey'}),
+    ('postgresql://u:pw@db:5433/q?sslmode=require&read_timeout=5&table_prefix=jobs',
+     PostgresStorage, {'dsn': 'postgresql://u:pw@db:5433/q?sslmode=require', 'read_timeout': 5,
+                       'table_prefix': 'jobs'}),
 ])
 def test_storage_from_url(url, storage_class, kwargs):
     assert storage_from_url(url) == (storage_class, kwargs)
 
 
-@pytest.mark.parametrize('url', ['', 'huey.db', 'postgres://localhost/huey', 'sqlite://',
+@pytest.mark.parametrize('url', ['', 'huey.db', 'mysql://localhost/huey', 'sqlite://',
                                  'sqlite://host/huey.db', 'http://example.com', 'file://',
                                  'file://host/folder', 'file:relative/folder'])
 def test_storage_from_url_rejects_unknown_urls(url):
@@ -493,7 +497,7 @@ def test_storage_from_url_rejects_unknown_urls(url):
     message = str(info.value)
     assert repr(url) in message
     for example in ('redis://', 'rediss://', 'unix://', 'sqlite:///', 'sqlite:////', 'file:///',
-                    'memory://'):
+                    'postgresql://', 'memory://'):
         assert example in message
 
 
@@ -597,10 +601,13 @@ def _consumer(storage, results):
     results.put(drain(storage))
 
 
-@pytest.mark.parametrize('kind', ['sqlite', 'file'])
-def test_processes_never_dequeue_the_same_message(tmp_path, kind):
+@pytest.mark.parametrize('kind', ['sqlite', 'file', 'postgres'])
+def test_processes_never_dequeue_the_same_message(tmp_path, kind, request, queue_name):
     if kind == 'sqlite':
         storage = SqliteStorage('q', filename=str(tmp_path / 'huey.db'))
+    elif kind == 'postgres':
+        storage = PostgresStorage(queue_name, dsn=request.getfixturevalue('postgres_server').dsn,
+                                  blocking=False)
     else:
         storage = FileStorage('q', path=str(tmp_path))
     messages = [b'message-%d' % i for i in range(2000)]
@@ -686,6 +693,132 @@ def test_file_storage_with_a_thread_lock_is_for_one_process(tmp_path):
     assert storage.shared is False and FileStorage.shared is True
     assert storage.lock is other.lock  # instances of one process still exclude each other
     assert not (tmp_path / 'hueyd.q' / 'lock').exists()
+
+
+# --- postgres ----------------------------------------------------------------
+
+@pytest.fixture
+def pg(postgres_server, queue_name):
+    """``pg(**options)``: a new PostgresStorage on the session server, emptied and closed after."""
+    made = []
+
+    def make(**options):
+        made.append(PostgresStorage(queue_name, dsn=postgres_server.dsn, **options))
+        return made[-1]
+    yield make
+    for storage in made:
+        storage.flush_all()
+        storage.close()
+
+
+def pg_tables(storage, prefix):
+    rows = storage.conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE %s",
+                                (prefix + '%',)).fetchall()
+    return sorted(name for name, in rows)
+
+
+def listening(storage, channel):
+    """Whether some connection LISTENs on ``channel`` (a waiter is ready to be woken)."""
+    return bool(storage.conn.execute('SELECT 1 FROM pg_stat_activity WHERE query = %s',
+                                     ('LISTEN "%s"' % channel,)).fetchone())
+
+
+@pytest.mark.parametrize('method', ['dequeue', 'claim'])
+def test_postgres_idle_workers_are_woken_by_notify(pg, method):
+    waiter, producer = pg(read_timeout=30), pg()
+    got = []
+    thread = threading.Thread(target=lambda: got.append(getattr(waiter, method)(
+        *(['w'] if method == 'claim' else []))))
+    thread.start()
+    wait_until(lambda: listening(producer, waiter.channel), timeout=10,
+               message='the waiter never LISTENed')
+    producer.enqueue(b'wake')
+    thread.join(10)  # far less than read_timeout: the NOTIFY woke it
+    assert not thread.is_alive()
+    assert got == [b'wake'] if method == 'dequeue' else [data for _, data in got[0]] == [b'wake']
+    waiter.close()
+
+
+def test_postgres_wait_result_is_woken_by_notify(pg):
+    waiter, writer = pg(), pg()
+    got = []
+    thread = threading.Thread(target=lambda: got.append(waiter.wait_result('r', timeout=30,
+                                                                           max_delay=30)))
+    thread.start()
+    wait_until(lambda: listening(writer, waiter.result_channel), timeout=10,
+               message='the waiter never LISTENed')
+    writer.put_data('r', b'done', is_result=True)
+    thread.join(10)
+    assert got == [True]
+    assert waiter.wait_result('missing', timeout=0.05) is False
+
+
+@pytest.fixture
+def prefixed(pg, postgres_server, queue_name):
+    """``(admin, prefixed(**options))``: storages on tables of a new prefix, dropped after."""
+    admin, prefix, made = pg(), 'p_' + uuid.uuid4().hex[:8], []
+
+    def make(**options):
+        made.append(PostgresStorage(queue_name, dsn=postgres_server.dsn, table_prefix=prefix,
+                                    **options))
+        return made[-1]
+    yield admin, prefix, make
+    for storage in made:
+        storage.close()
+    for table in pg_tables(admin, prefix):
+        admin.conn.execute('DROP TABLE %s' % table)
+
+
+def test_postgres_tables_only_when_asked(prefixed):
+    admin, prefix, make = prefixed
+    storage = make(create_tables=False)
+    assert pg_tables(admin, prefix) == []
+    storage.initialize_schema()
+    assert pg_tables(admin, prefix) == [prefix + t for t in ('_counter', '_kv', '_schedule',
+                                                             '_task')]
+    storage.initialize_schema(delivery=True)
+    assert len(pg_tables(admin, prefix)) == 9
+    storage.enqueue(b'm')
+    assert [data for _, data in storage.claim('w')] == [b'm']
+
+
+def test_postgres_takes_over_tables_made_by_huey(prefixed):
+    admin, prefix, make = prefixed
+    # huey 3.5's layout: no priority in the schedule, no ttl in the data store.
+    admin.conn.execute('CREATE TABLE {p}_kv (queue text NOT NULL, key text NOT NULL, value bytea '
+                       'NOT NULL, PRIMARY KEY (queue, key)); CREATE TABLE {p}_schedule (id '
+                       'bigserial PRIMARY KEY, queue text NOT NULL, data bytea NOT NULL, '
+                       'timestamp double precision NOT NULL)'.replace('{p}', prefix))
+    storage = make()
+    storage.add_to_schedule(b's', 1.0, priority=3)
+    assert storage.put_if_empty('lock', b'1', ttl=60) is True
+    assert storage.move_due(2.0) == [b's'] and storage.dequeue() == b's'
+
+
+def test_postgres_events_too_big_to_notify_go_through_a_table(pg):
+    storage = pg()
+    listener = storage.listener()
+    big = json.dumps({'status': 'error-task', 'traceback': 'x' * 20000}).encode()
+    storage.publish_events([b'{"status": "started"}', big, b'{"status": "finished"}'])
+    got = [listener.get_event(timeout=10) for _ in range(3)]
+    listener.close()
+    assert [e['status'] for e in got] == ['started', 'error-task', 'finished']
+    assert got[1]['traceback'] == 'x' * 20000
+
+
+def test_postgres_long_queue_names_get_short_channels(postgres_server):
+    storage = PostgresStorage('q' * 100, dsn=postgres_server.dsn, read_timeout=0.05)
+    assert len(storage.channel.encode()) <= 63 and storage.channel != storage.result_channel
+    storage.enqueue(b'm')
+    assert storage.dequeue() == b'm' and storage.dequeue() is None
+    storage.flush_all()
+    storage.close()
+
+
+def test_postgres_without_psycopg_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'psycopg', None)  # what a missing package imports as
+    with pytest.raises(ConfigurationError, match=r"pip install 'hueyd\[postgres\]'"):
+        PostgresStorage('q', dsn='postgresql:///nowhere')
 
 
 # --- redis -----------------------------------------------------------------

@@ -12,6 +12,9 @@ use Redis's default address):
   ``huey.tests`` -> the copy), and the dotted paths of Django settings
   (``'huey.contrib.…'``), and nothing else, against this checkout.
 
+A throw-away PostgreSQL (tests/support.py's PostgresServer) serves huey's
+test_postgres.py, with a database of its own for each run (``HUEY_PG_DSN``).
+
 Prints a table per test file: the tests that pass on huey, and how many of those
 pass on hueyd. With ``--min``, exits 1 when hueyd passes less than that share of
 huey's passes (CI uses it as a ratchet). ``--show-failures`` lists the tests that
@@ -84,11 +87,13 @@ def copy_tests(source, destination, rewrite_imports):
     return target
 
 
-def run_pytest(tests, pythonpath, keyword, files):
+def run_pytest(tests, pythonpath, keyword, files, pg_dsn=None):
     """``{file: {test id: error or None}}`` from one pytest run over ``tests``."""
     report = tests.parent / 'report.xml'
     targets = [str(tests / ('%s.py' % name)) for name in files] if files else [str(tests)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(pythonpath), HUEY_CI='1')
+    if pg_dsn:
+        env['HUEY_PG_DSN'] = pg_dsn
     command = [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-o',
                'addopts=', '--rootdir', str(tests.parent), '--junitxml', str(report),
                '--continue-on-collection-errors', '-W', 'ignore',
@@ -126,6 +131,17 @@ def start_redis():
         sys.exit('huey_suite: something already listens on 127.0.0.1:%d, where huey\'s tests '
                  'expect the Redis they may flush; stop it first' % REDIS_PORT)
     return RedisServer(port=REDIS_PORT).start()
+
+
+def start_postgres():
+    """A PostgreSQL for test_postgres.py, or None (its tests skip) when none can start."""
+    sys.path.insert(0, str(ROOT / 'tests'))
+    from support import PostgresServer
+    try:
+        return PostgresServer().start()
+    except Exception as exc:
+        print('huey_suite: no PostgreSQL (%s); test_postgres.py will skip' % exc, file=sys.stderr)
+        return None
 
 
 def table(huey, hueyd):
@@ -166,6 +182,7 @@ def main(argv=None):
 
     source = download(args.version)
     redis_server = start_redis()
+    pg_server = start_postgres()
     work = pathlib.Path(tempfile.mkdtemp(prefix='huey-suite-'))
     try:
         results = {}
@@ -174,11 +191,16 @@ def main(argv=None):
             folder = work / label
             folder.mkdir()
             tests = copy_tests(source, folder, rewrite_imports)
-            results[label] = run_pytest(tests, [str(folder)] + path, args.keyword, args.file)
+            # A database per run: neither run sees the tables the other left.
+            pg_dsn = pg_server.create_database('suite_' + label) if pg_server else None
+            results[label] = run_pytest(tests, [str(folder)] + path, args.keyword, args.file,
+                                        pg_dsn)
             redis_server.client().flushall()
     finally:
         redis_server.stop()
         redis_server.cleanup()
+        if pg_server is not None:
+            pg_server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     text, share = table(results['huey'], results['hueyd'])

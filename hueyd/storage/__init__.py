@@ -1,18 +1,19 @@
 """Storage backends and ``storage_from_url``."""
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from hueyd.exceptions import ConfigurationError
 from hueyd.storage.base import BaseStorage
 from hueyd.storage.blackhole import BlackHoleStorage
 from hueyd.storage.file import FileStorage
 from hueyd.storage.memory import MemoryStorage
+from hueyd.storage.postgres import PostgresStorage
 from hueyd.storage.redis import (PriorityRedisExpireStorage, PriorityRedisStorage,
                                  RedisExpireStorage, RedisStorage)
 from hueyd.storage.sqlite import CySqliteStorage, SqliteStorage
 
 __all__ = ['BaseStorage', 'BlackHoleStorage', 'CySqliteStorage', 'FileStorage', 'MemoryStorage',
-           'PriorityRedisExpireStorage', 'PriorityRedisStorage', 'RedisExpireStorage',
-           'RedisStorage', 'SqliteStorage', 'storage_from_url']
+           'PostgresStorage', 'PriorityRedisExpireStorage', 'PriorityRedisStorage',
+           'RedisExpireStorage', 'RedisStorage', 'SqliteStorage', 'storage_from_url']
 
 URL_EXAMPLES = (
     'redis://[:password@]host:6379/0',
@@ -20,6 +21,7 @@ URL_EXAMPLES = (
     'unix:///path/to/redis.sock?db=0',
     'sqlite:///relative/path/huey.db or sqlite:////absolute/path/huey.db',
     'file:///absolute/path/to/folder (FileStorage)',
+    'postgresql://user:password@host:5432/dbname (or postgres://)',
     'memory://',
 )
 
@@ -32,7 +34,8 @@ def storage_from_url(url):
     absolute one. A file URL names a folder by its absolute path, percent-encoded
     as file URLs are. Query options (``?journal_mode=wal&timeout=5``,
     ``?levels=1``) become keyword arguments, converted to bool, int or float
-    when they read as one.
+    when they read as one. A PostgreSQL URL goes to libpq as the ``dsn``, but for
+    the options that are PostgresStorage's own (``?read_timeout=5&table_prefix=x``).
     """
     parts = urlsplit(url or '')
     scheme = parts.scheme.lower()
@@ -40,6 +43,8 @@ def storage_from_url(url):
         return RedisStorage, {'url': url}
     if scheme == 'memory':
         return MemoryStorage, {}
+    if scheme in ('postgresql', 'postgres'):
+        return _postgres_kwargs(parts)
     if scheme in ('sqlite', 'file') and not parts.netloc and parts.path.startswith('/') \
             and parts.path != '/':
         kwargs = {key: _parse_value(value) for key, value in parse_qsl(parts.query)}
@@ -48,6 +53,18 @@ def storage_from_url(url):
         return SqliteStorage, {**kwargs, 'filename': parts.path[1:]}
     raise ConfigurationError('unsupported storage URL %r; use one of: %s'
                              % (url, '; '.join(URL_EXAMPLES)))
+
+
+POSTGRES_OPTIONS = ('blocking', 'read_timeout', 'table_prefix', 'create_tables')
+
+
+def _postgres_kwargs(parts):
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    kwargs = {key: _parse_value(value) for key, value in query if key in POSTGRES_OPTIONS}
+    if kwargs:  # the others (sslmode, connect_timeout, ...) are libpq's
+        libpq = urlencode([(key, value) for key, value in query if key not in POSTGRES_OPTIONS])
+        parts = (parts.scheme, parts.netloc, parts.path, libpq, parts.fragment)
+    return PostgresStorage, {**kwargs, 'dsn': urlunsplit(parts)}
 
 
 def _parse_value(value):

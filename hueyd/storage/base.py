@@ -13,19 +13,19 @@ hueyd.storage.protocols) before it, e.g.
 every ``@required`` method of the protocols it has. Pass the class as
 ``storage_class`` to ``Huey``. Callers ask ``storage.supports(Claims)``.
 
-================  ==========================================  ======  ======  ====  =====
-protocol          job                                         Memory  Sqlite  File  Redis
-================  ==========================================  ======  ======  ====  =====
-Queue             messages waiting to run                     yes     yes     yes   yes
-Schedule          messages waiting for their time             yes     yes     yes   yes
-DataStore         results, revocations, locks (key/value)     yes     yes     yes   yes [1]
-Counters          atomic integers (chords, rate limits)       yes     yes     yes   yes
-Claims            at-least-once delivery: claims and leases   yes     yes     yes   yes [1]
-DeadLetters       messages that cannot run, with why          yes     yes     yes   yes
-Events            consumer events, published and listened to  yes     yes     no    yes
-NodeState         what each live process is doing (status)    yes     yes     yes   yes
-WriteBatching     a pool's writes sent together               no      yes     no    yes
-================  ==========================================  ======  ======  ====  =====
+================  ==========================================  ======  ======  ====  =======  ========
+protocol          job                                         Memory  Sqlite  File  Redis    Postgres
+================  ==========================================  ======  ======  ====  =======  ========
+Queue             messages waiting to run                     yes     yes     yes   yes      yes
+Schedule          messages waiting for their time             yes     yes     yes   yes      yes
+DataStore         results, revocations, locks (key/value)     yes     yes     yes   yes [1]  yes
+Counters          atomic integers (chords, rate limits)       yes     yes     yes   yes      yes
+Claims            at-least-once delivery: claims and leases   yes     yes     yes   yes [1]  yes
+DeadLetters       messages that cannot run, with why          yes     yes     yes   yes      yes
+Events            consumer events, published and listened to  yes     yes     no    yes      yes
+NodeState         what each live process is doing (status)    yes     yes     yes   yes      yes
+WriteBatching     a pool's writes sent together               no      yes     no    yes      yes
+================  ==========================================  ======  ======  ====  =======  ========
 
 [1] RedisStorage (and PriorityRedisStorage) keeps revocations apart from the
 data store and hands every one out with a claim (``Claimed.revocations``).
