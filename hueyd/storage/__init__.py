@@ -9,11 +9,12 @@ from hueyd.storage.memory import MemoryStorage
 from hueyd.storage.postgres import PostgresStorage
 from hueyd.storage.redis import (PriorityRedisExpireStorage, PriorityRedisStorage,
                                  RedisExpireStorage, RedisStorage)
-from hueyd.storage.sqlite import CySqliteStorage, SqliteStorage
+# cysqlite: the driver module, or None when it is not installed (huey's storage.cysqlite).
+from hueyd.storage.sqlite import CySqliteStorage, SqliteStorage, cysqlite
 
 __all__ = ['BaseStorage', 'BlackHoleStorage', 'CySqliteStorage', 'FileStorage', 'MemoryStorage',
            'PostgresStorage', 'PriorityRedisExpireStorage', 'PriorityRedisStorage',
-           'RedisExpireStorage', 'RedisStorage', 'SqliteStorage', 'storage_from_url']
+           'RedisExpireStorage', 'RedisStorage', 'SqliteStorage', 'cysqlite', 'storage_from_url']
 
 URL_EXAMPLES = (
     'redis://[:password@]host:6379/0',
