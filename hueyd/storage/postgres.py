@@ -440,9 +440,12 @@ class PostgresStorage(Claims, DeadLetters, Events, NodeState, WriteBatching, Bas
     def _claim_now(self, worker, count, lease):
         self._delivery()
         rows = self._rows(
-            'WITH taken AS (DELETE FROM {p}_task WHERE id IN (SELECT id FROM {p}_task '
-            'WHERE queue = %s ORDER BY priority DESC, id LIMIT %s FOR UPDATE SKIP LOCKED) '
-            'RETURNING id, data, priority), '
+            # The rows are picked once, in a CTE of their own: as the subquery of an
+            # IN (...), the planner may run the LIMIT again and take more than count.
+            'WITH picked AS MATERIALIZED (SELECT id FROM {p}_task WHERE queue = %s '
+            'ORDER BY priority DESC, id LIMIT %s FOR UPDATE SKIP LOCKED), '
+            'taken AS (DELETE FROM {p}_task t USING picked WHERE t.id = picked.id '
+            'RETURNING t.id, t.data, t.priority), '
             'lease AS (INSERT INTO {p}_lease (queue, worker, expires_at) '
             'VALUES (%s, %s, ' + NOW + ' + %s) '
             'ON CONFLICT (queue, worker) DO UPDATE SET expires_at = excluded.expires_at) '
