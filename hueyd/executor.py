@@ -7,6 +7,7 @@ schedules a retry, or stores the error. Every step is announced with a
 signal; observers (events, metrics) get the exception and the duration with
 it, receivers get huey's arguments.
 """
+import contextlib
 import copy
 import logging
 import threading
@@ -69,6 +70,9 @@ class Executor:
         self.post_execute = post_execute
         self.running = {}       # task -> monotonic start, for notify_interrupted()
         self.running_lock = threading.Lock()
+        # fn(task) -> a context manager entered around each run, and all that follows it
+        # in this thread (the result, a retry, the next stage): hueyd.tracing's span.
+        self.around = []
 
     def execute(self, task, timestamp, revocations, interrupt):
         """See ``Huey.execute``."""
@@ -88,6 +92,14 @@ class Executor:
             return self.run(task, interrupt)
 
     def run(self, task, interrupt):
+        if not self.around:  # the usual case: no ExitStack on the hot path
+            return self.run_now(task, interrupt)
+        with contextlib.ExitStack() as stack:
+            for wrap in self.around:
+                stack.enter_context(wrap(task))
+            return self.run_now(task, interrupt)
+
+    def run_now(self, task, interrupt):
         logger.info('executing %s', task)
         started = time.monotonic()
         self.signals.send(S.SIGNAL_EXECUTING, task)
@@ -215,7 +227,7 @@ class Executor:
             handler.extend_data(exception)
             huey.enqueue(handler)
         if not final:
-            self.signals.send(S.SIGNAL_RETRYING, task)
+            self.signals.send(S.SIGNAL_RETRYING, task, outcome=outcome)
             self.retry(task, retry_eta)
             return
         huey.chords.abort_member(task, error)

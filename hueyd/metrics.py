@@ -1,7 +1,8 @@
 """Prometheus metrics: ``hueyd --metrics-port 9100`` (needs ``pip install 'hueyd[metrics]'``).
 
 Served over HTTP by a thread of the scheduler process (never by the master,
-which holds no storage connection), at ``/metrics``:
+which holds no storage connection), at ``/metrics`` (hueyd.daemon.probes, which
+also answers ``/healthz`` and ``/readyz`` there):
 
 ==================================  =======  ================================================
 ``hueyd_tasks_started_total``       counter  runs that started, by ``task`` (its name)
@@ -45,7 +46,6 @@ import os
 import shutil
 import struct
 import tempfile
-import threading
 
 logger = logging.getLogger('hueyd.daemon')
 
@@ -180,58 +180,19 @@ class NodeCollector:
         yield restarts
 
 
-class MetricsServer:
-    """``/metrics`` on ``--metrics-address``:``--metrics-port``, from a thread of the scheduler."""
-
-    RETRY = 0.5  # seconds between attempts to bind a port still in use
-
-    def __init__(self, huey, config, master_pid):
-        from hueyd.nodes import node_id
-        self.huey = huey
-        self.port = config.metrics_port
-        self.address = getattr(config, 'metrics_address', None) or '0.0.0.0'
-        self.master_pid = master_pid
-        self.node = node_id(master_pid)
-        self.httpd = None
-        self._closed = threading.Event()
-
-    def start(self):
-        try:
-            from prometheus_client import CollectorRegistry
-            from prometheus_client.multiprocess import MultiProcessCollector
-        except ImportError:
-            logger.error('--metrics-port is set but prometheus_client is not installed: %s',
-                         INSTALL_HINT)
-            return self
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=use_multiprocess_dir(self.master_pid))
-        registry.register(NodeCollector(self.huey, self.node))
-        threading.Thread(target=self._serve, args=(registry,), name='metrics', daemon=True).start()
-        return self
-
-    def _serve(self, registry):
-        from prometheus_client import start_http_server
-        warned = False
-        while not self._closed.is_set():
-            try:
-                self.httpd, _ = start_http_server(self.port, self.address, registry=registry)
-            except OSError as exc:
-                # On reload the previous scheduler may hold the port a moment longer.
-                if not warned:
-                    logger.error('cannot serve metrics on %s:%d (%s); is another process using '
-                                 'that port? Retrying until it is free', self.address, self.port,
-                                 exc.strerror or exc)
-                    warned = True
-                self._closed.wait(self.RETRY)
-                continue
-            logger.info('Prometheus metrics on http://%s:%d/metrics', self.address, self.port)
-            if self._closed.is_set():
-                self.close()
-            return
-
-    def close(self):
-        self._closed.set()
-        httpd, self.httpd = self.httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
+def metrics_app(huey, master_pid):
+    """The WSGI application of ``/metrics`` (hueyd.daemon.probes serves it): the pools'
+    counters summed from the shared directory, and this node's gauges. None, after
+    saying why, when prometheus_client is not installed."""
+    try:
+        from prometheus_client import CollectorRegistry, make_wsgi_app
+        from prometheus_client.multiprocess import MultiProcessCollector
+    except ImportError:
+        logger.error('--metrics-port is set but prometheus_client is not installed: %s',
+                     INSTALL_HINT)
+        return None
+    from hueyd.nodes import node_id
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=use_multiprocess_dir(master_pid))
+    registry.register(NodeCollector(huey, node_id(master_pid)))
+    return make_wsgi_app(registry)

@@ -40,7 +40,7 @@ ANY = 'any'
 
 class Outcome(NamedTuple):
     """What an observer learns with a signal, besides the signal and the task."""
-    exception: BaseException = None  # the failure a failure signal reports
+    exception: BaseException = None  # the failure a failure signal (or SIGNAL_RETRYING) reports
     duration: float = None           # seconds since the task started, once it has
     storing_result: bool = False     # SIGNAL_ERROR about storing the result, not the task
 

@@ -24,7 +24,7 @@ class Task:
     def __init__(self, args=None, kwargs=None, id=None, eta=None, retries=None,
                  retry_delay=None, retry_backoff=None, priority=None, expires=None,
                  expires_resolved=None, timeout=None, on_complete=None, on_error=None,
-                 chord_config=None, crashes=0):
+                 chord_config=None, crashes=0, headers=None):
         self.name = type(self).__name__
         self.args = tuple(args) if args is not None else ()
         self.kwargs = dict(kwargs) if kwargs is not None else {}
@@ -45,6 +45,9 @@ class Task:
         # How many workers died while running this message (a segfault, os._exit,
         # the OOM killer); at the daemon's --max-deliveries it goes to the dead letters.
         self.crashes = crashes
+        # Strings that travel with the message for whoever wants them on the other side:
+        # OpenTelemetry's trace context (hueyd.tracing). None: nothing travels.
+        self.headers = headers
         self._deadline = None  # time.monotonic() at which the running task times out
 
     @property

@@ -19,6 +19,7 @@ import re
 import sys
 import textwrap
 
+from hueyd import __version__
 from hueyd.cli.options import BY_NAME, OPTIONS
 from hueyd.exceptions import ConfigError
 
@@ -41,6 +42,51 @@ Config = dataclasses.make_dataclass(
 
 # -- command line -------------------------------------------------------------
 
+def did_you_mean(word, candidates):
+    close = difflib.get_close_matches(word, candidates, n=1)
+    return f' (did you mean {close[0]!r}?)' if close else ''
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, saying "did you mean ...?" for a mistyped option or command, as
+    the config file does for a mistyped key. hueyd and hueyctl (its subcommands too) use it."""
+
+    argv = ()
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.argv = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args(args, namespace)
+
+    def names(self):
+        """Every option and command this parser and its subcommands know."""
+        found = set()
+        for action in self._actions:
+            found.update(action.option_strings)
+            if isinstance(action.choices, dict):  # the subcommands: name -> parser
+                found.update(action.choices)
+                for sub in action.choices.values():
+                    found.update(sub.names())
+        return found
+
+    def error(self, message):
+        # A mistyped option is the real error even when argparse trips on something
+        # after it first (`--wokers 3` makes 3 the IMPORT_PATH): name it.
+        known = self.names()
+        for arg in self.argv:
+            if arg == '--':
+                break
+            name = arg.split('=', 1)[0]
+            if name.startswith('--') and not any(option.startswith(name) for option in known):
+                message = f'unrecognized option {name}{did_you_mean(name, known)}'
+                break
+        else:
+            if choice := re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)", message):
+                choices = (re.findall(r"'([^']*)'", choice[2])
+                           or [word.strip() for word in choice[2].split(',')])
+                message += did_you_mean(choice[1], choices)
+        super().error(message)
+
+
 def _cli_type(opt):
     def convert(text):
         if text is argparse.SUPPRESS:   # IMPORT_PATH not given: argparse passes the default
@@ -54,7 +100,7 @@ def _cli_type(opt):
 
 def build_parser(prog='hueyd'):
     """The argument parser; only options actually given end up in the namespace."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog, argument_default=argparse.SUPPRESS,
         description='Run the tasks of a huey application in a supervised pool of processes.',
         epilog='Every option can also be set in the config file (see hueyd.conf.example) or in '
@@ -62,6 +108,7 @@ def build_parser(prog='hueyd'):
                'command line wins over the environment, which wins over the file.')
     parser.add_argument('--config', metavar='FILE',
                         help=f'read settings from this INI file (or HUEYD_CONFIG); see {EXAMPLE}')
+    parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     sections, exclusive = {}, {}
     for opt in OPTIONS:
         if opt.section not in sections:
@@ -171,9 +218,7 @@ def _read_file(path, named_by):
         where = f'{path}, line {line}' if line else path
         name = key.replace('-', '_')
         if name not in BY_NAME:
-            close = difflib.get_close_matches(name, BY_NAME, n=1)
-            hint = f' (did you mean {close[0]!r}?)' if close else ''
-            raise ConfigError(f'{where}: unknown key {key!r}{hint}; '
+            raise ConfigError(f'{where}: unknown key {key!r}{did_you_mean(name, BY_NAME)}; '
                               f'all keys are listed in {EXAMPLE}')
         if name in seen:
             raise ConfigError(f'{where}: {key} repeats {seen[name]}, set earlier; keep only one')

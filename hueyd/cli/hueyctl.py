@@ -9,10 +9,12 @@
     flush queue|schedule|results|locks [--yes] delete, after asking
     info [--json]                              queue, schedule and result counts, task names
     check-config FILE | check-config [hueyd options]   validate as hueyd would (exit 78 if bad)
+    ping [--port PORT] [--address ADDRESS]     ask a daemon's /healthz and /readyz (exit 1 if bad)
 
 The application is the import path given with --app (or HUEYD_APP), else the
 ``app`` key of hueyd's config file named with --config (or HUEYD_CONFIG). Both
-options may come before or after the command.
+options may come before or after the command. ``ping`` imports no application:
+it asks the daemon itself, over HTTP.
 
 Exit status: 0 done; 1 failed (the application does not import, the storage
 cannot be reached, the answer to a question was no); 2 usage error; 3 not
@@ -25,10 +27,14 @@ import json
 import os
 import sys
 import time
+import urllib.error
+import urllib.request
 
-from hueyd.cli.config import EX_CONFIG, ConfigError, MissingApp, load_config
+from hueyd import __version__
+from hueyd.cli.config import EX_CONFIG, ArgumentParser, ConfigError, MissingApp, load_config
 
 EX_OK, EX_FAILED, EX_USAGE, EX_NOT_FOUND = 0, 1, 2, 3
+EX_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE
 CONFIG_SUFFIXES = ('.conf', '.ini', '.cfg')
 FLUSH_WHAT = ('queue', 'schedule', 'results', 'locks')
 
@@ -341,10 +347,54 @@ def cmd_info(args, app_path, huey):
     return EX_OK
 
 
+# -- ping ----------------------------------------------------------------------------------
+
+def probe_address(args):
+    """``(host, port)`` of the daemon's metrics port: --port and --address, else
+    the metrics_port and metrics_address hueyd's configuration gives (--config,
+    HUEYD_CONFIG, HUEYD_METRICS_PORT...)."""
+    port, address = args.port, args.address
+    if port is None:
+        config_file = getattr(args, 'config', None)
+        try:
+            config = load_config(['--config', config_file] if config_file else [], os.environ)
+        except MissingApp:
+            config = None
+        except ConfigError as exc:
+            raise Failure('configuration error: %s' % exc, EX_CONFIG) from None
+        if config is None or not config.metrics_port:
+            raise Failure('no port to ask: hueyd answers /healthz and /readyz on its '
+                          '--metrics-port; pass --port PORT, or --config with the file that '
+                          'sets metrics_port', EX_CONFIG)
+        port, address = config.metrics_port, address or config.metrics_address
+    # The daemon listening on every interface is reached on this machine's.
+    address = {None: '127.0.0.1', '': '127.0.0.1', '0.0.0.0': '127.0.0.1', '::': '::1'}.get(
+        address, address)
+    return ('[%s]' % address if ':' in address else address), port
+
+
+def cmd_ping(args):
+    host, port = probe_address(args)
+    healthy = True
+    for path in ('/healthz', '/readyz'):
+        url = 'http://%s:%d%s' % (host, port, path)
+        try:
+            with urllib.request.urlopen(url, timeout=args.timeout) as reply:
+                text = reply.read().decode(errors='replace').strip()
+        except urllib.error.HTTPError as exc:  # 503: the daemon says why
+            text, healthy = exc.read().decode(errors='replace').strip(), False
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, 'reason', exc)
+            raise Failure('no answer from %s (%s): is hueyd running with --metrics-port %d?'
+                          % (url, reason, port)) from None
+        _out('%-8s %s' % (path, text))
+    return EX_OK if healthy else EX_FAILED
+
+
 # -- the command line ------------------------------------------------------------------------
 
 def _app_options():
-    common = argparse.ArgumentParser(add_help=False)
+    common = ArgumentParser(add_help=False)
     # SUPPRESS: given before the command or after it, whichever was given counts.
     common.add_argument('--app', metavar='IMPORT_PATH', default=argparse.SUPPRESS,
                         help='import path of the Huey instance, as given to hueyd '
@@ -357,11 +407,12 @@ def _app_options():
 
 def build_parser():
     common = _app_options()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog='hueyctl', parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split('\n')[0].replace('``', ''),
-        epilog='Exit status: 0 done; 1 failed (application, storage, answered no); 2 usage; '
-               '3 not found; 78 configuration error.')
+        epilog='Exit status: 0 done; 1 failed (application, storage, answered no, unhealthy); '
+               '2 usage; 3 not found; 78 configuration error.')
+    parser.add_argument('--version', action='version', version='%(prog)s ' + __version__)
     commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
 
     def command(name, run, help, **kwargs):
@@ -419,6 +470,16 @@ def build_parser():
     info = command('info', cmd_info, 'queue, schedule and result counts, and the task names')
     info.add_argument('--json', action='store_true', help='print JSON for scripts')
 
+    ping = command('ping', cmd_ping, "ask the daemon's /healthz and /readyz (on its metrics "
+                   "port); exit 0 when it is healthy and ready, 1 otherwise")
+    ping.set_defaults(needs_app=False)
+    ping.add_argument('--port', type=int, metavar='PORT',
+                      help="the daemon's --metrics-port (default: from its configuration)")
+    ping.add_argument('--address', metavar='ADDRESS',
+                      help='where it listens (default: its metrics_address; 0.0.0.0 means here)')
+    ping.add_argument('--timeout', type=float, default=5.0, metavar='SECONDS',
+                      help='how long to wait for each answer (default: 5)')
+
     check = commands.add_parser(
         'check-config', help='validate a config file (or hueyd options) exactly as hueyd would; '
                              'exit 78 with its message if invalid')
@@ -448,18 +509,30 @@ def main(argv=None):
         sys.exit(run_check_config(argv))
     args = build_parser().parse_args(argv)
     try:
-        app_path, huey = open_app(args)
-        try:
-            code = args.run(args, app_path, huey)
-        except KeyboardInterrupt:
-            code = EX_OK if args.command in ('status', 'events') else 130
-        except huey.storage.transient_errors as exc:
-            raise Failure('cannot reach the storage (%s): %s: %s. Check that it is running and '
-                          'that this machine reaches it with the settings of %s'
-                          % (describe_storage(huey), type(exc).__name__, exc, app_path)) from None
+        if not getattr(args, 'needs_app', True):
+            code = args.run(args)
+        else:
+            app_path, huey = open_app(args)
+            try:
+                code = args.run(args, app_path, huey)
+            except KeyboardInterrupt:
+                code = EX_OK if args.command in ('status', 'events') else 130
+            except BrokenPipeError:
+                raise  # stdout, not the storage (both are ConnectionErrors)
+            except huey.storage.transient_errors as exc:
+                raise Failure('cannot reach the storage (%s): %s: %s. Check that it is running '
+                              'and that this machine reaches it with the settings of %s'
+                              % (describe_storage(huey), type(exc).__name__, exc, app_path)
+                              ) from None
     except Failure as failure:
         _err(str(failure))
         code = failure.code
+    except BrokenPipeError:
+        # The reader went away (`hueyctl events | head`): stop quietly, as Python's
+        # documentation advises, with devnull under stdout so the flush at exit cannot
+        # fail again; the status is what a shell shows for a process SIGPIPE ended.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EX_BROKEN_PIPE
     sys.exit(code)
 
 

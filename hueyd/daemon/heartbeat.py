@@ -68,3 +68,27 @@ class Heartbeat:
 
     def close(self):
         self._memory.close()
+
+
+class MasterState:
+    """What the master tells its children, the other way round: the moment its loop last
+    turned, and how many of the pools it wants have booted. The scheduler reads it to
+    answer /healthz and /readyz without asking the master anything."""
+
+    _LAYOUT = struct.Struct('dII')  # loop turned (monotonic), pools booted, pools wanted
+
+    def __init__(self):
+        self._memory = mmap.mmap(-1, self._LAYOUT.size)
+
+    def update(self, booted, wanted):
+        self._LAYOUT.pack_into(self._memory, 0, time.monotonic(), booted, wanted)
+
+    def silence(self):
+        """Seconds since the master's loop last turned (infinite before it first did)."""
+        turned = self._LAYOUT.unpack_from(self._memory)[0]
+        return time.monotonic() - turned if turned else float('inf')
+
+    def pools(self):
+        """``(booted, wanted)``: pool processes that finished booting, and how many the
+        master runs (0 until the first preflight passed)."""
+        return self._LAYOUT.unpack_from(self._memory)[1:]

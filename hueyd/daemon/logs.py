@@ -5,6 +5,17 @@ import logging
 import sys
 import time
 
+from hueyd import signals as S
+from hueyd.events import SIGNAL_EVENTS
+from hueyd.exceptions import RetryTask
+
+# Every LogRecord has these; any other attribute came with ``extra=`` and becomes a JSON key.
+STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {'message', 'asctime'}
+# The signals that end a run of a task; the log line's status is the event's name.
+FINISHING = (S.SIGNAL_COMPLETE, S.SIGNAL_ERROR, S.SIGNAL_TIMEOUT, S.SIGNAL_LOCKED,
+             S.SIGNAL_RATE_LIMITED, S.SIGNAL_CANCELED, S.SIGNAL_INTERRUPTED, S.SIGNAL_RETRYING)
+task_logger = logging.getLogger('hueyd.tasks')
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record):
@@ -19,7 +30,10 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry['exception'] = self.formatException(record.exc_info)
-        return json.dumps({k: v for k, v in entry.items() if v is not None})
+        entry = {k: v for k, v in entry.items() if v is not None}
+        entry.update((k, v) for k, v in vars(record).items()
+                     if k not in STANDARD_ATTRIBUTES and k not in entry)
+        return json.dumps(entry, default=str)  # an extra= value JSON cannot hold: its str()
 
 
 TEXT_FORMAT = '[%(asctime)s] %(levelname)s %(process)d %(name)s: %(message)s'
@@ -79,3 +93,37 @@ def describe(config):
     """The configuration as one log line, as huey's consumer shows it at startup."""
     return ', '.join('%s=%s' % (key, value) for key, value in vars(config).items()
                      if key not in ('verbose', 'quiet'))
+
+
+def log_finished_tasks(huey):
+    """One INFO line for each run of a task that ends: name, id, duration, status, retries.
+
+    The fields are also attributes of the record, so ``--log-format json`` has them as
+    keys: ``task``, ``task_id``, ``duration`` (seconds; null for a task given up
+    without running), ``status`` (the event's name: finished, error-task, timeout,
+    locked, rate-limited, canceled, interrupted, retrying) and ``retries`` (left).
+    """
+    def on_finish(signal, task, outcome):
+        if outcome.storing_result:
+            return  # SIGNAL_COMPLETE follows: the task itself ran to its end
+        if signal == S.SIGNAL_RETRYING and not isinstance(outcome.exception, RetryTask):
+            return  # its failure signal has told already; RetryTask sends no other
+        fields = {'task': task.name, 'task_id': task.id, 'duration': outcome.duration,
+                  'status': SIGNAL_EVENTS[signal], 'retries': task.retries}
+        task_logger.info('%s %s %s in %s%s%s', task.name, task.id, fields['status'],
+                         '-' if outcome.duration is None else '%.3fs' % outcome.duration,
+                         describe_error(outcome.exception),
+                         ', %d retries left' % task.retries if task.retries else '',
+                         extra=fields)
+
+    huey.observe(*FINISHING)(on_finish)
+    return on_finish
+
+
+def describe_error(exception):
+    """': ValueError: bad input', or ': RetryTask' for one without a message."""
+    if exception is None:
+        return ''
+    text = str(exception)
+    name = type(exception).__name__
+    return ': %s: %s' % (name, text) if text and text != 'None' else ': ' + name

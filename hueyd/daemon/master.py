@@ -32,7 +32,7 @@ from hueyd.daemon import logs
 from hueyd.daemon.app import AppImportError, load_app
 from hueyd.daemon.child import MASTER_SIGNALS, Child, exit_code_description
 from hueyd.daemon.deaths import Death
-from hueyd.daemon.heartbeat import Heartbeat
+from hueyd.daemon.heartbeat import Heartbeat, MasterState
 from hueyd.daemon.notify import Notifier
 from hueyd.daemon.pool import Pool, pool_count, worker_id, workers_per_pool
 from hueyd.daemon.proctitle import set_title
@@ -151,6 +151,7 @@ class Master:
         self.started = False        # the first preflight passed and children were started
         self.preflight = None       # a PendingPreflight, while a configuration awaits one
         self.notifier = Notifier.from_environ(environ)
+        self.state = MasterState()  # for the scheduler's /healthz and /readyz
         self.next_health_check = 0.0
         self.next_watchdog = 0.0
         self._wake_r, self._wake_w = os.pipe()
@@ -210,6 +211,7 @@ class Master:
     def loop(self):
         while True:
             self.sleep()
+            self.publish_state()
             while self.signals:
                 signum = self.signals.pop(0)
                 if signum == signal.SIGHUP and signal.SIGHUP in self.signals:
@@ -240,6 +242,13 @@ class Master:
                     pass
             except (BlockingIOError, InterruptedError):
                 pass
+
+    def publish_state(self):
+        """The loop turned: tell the children, and how many pools are at work."""
+        booted = sum(1 for record in self.children.values()
+                     if record.slot.role == 'pool' and record.retiring is None
+                     and record.generation == self.generation and record.heartbeat.booted)
+        self.state.update(booted, pool_count(self.config) if self.started else 0)
 
     def handle_signal(self, signum):
         name = signal.Signals(signum).name
@@ -284,7 +293,7 @@ class Master:
         deaths = ()
         if slot == SCHEDULER:
             heartbeat = Heartbeat()
-            child = Scheduler(self.config, heartbeat, self.pid, self.app)
+            child = Scheduler(self.config, heartbeat, self.pid, self.app, self.state)
         else:
             heartbeat = Heartbeat(workers_per_pool(self.config))
             deaths = tuple(self.deaths.get(slot, ()))

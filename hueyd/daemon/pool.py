@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 
+from hueyd.daemon import logs
 from hueyd.daemon.child import EXIT_BOOT_FAILED, Child
 from hueyd.daemon.deaths import settle
 from hueyd.daemon.inbox import FAST_TASK, Batch, Inbox, Message
@@ -102,6 +103,7 @@ class Pool(Child):
         self.huey.storage.reserve_connections(self.workers + 2)  # + the fetcher and the heartbeat
         self.settle_deaths()
         self.reporter = PoolReporter(self)
+        logs.log_finished_tasks(self.huey)
         if self.config.metrics_port:
             count_tasks(self.huey, self.master_pid)  # Prometheus counters (hueyd.metrics)
         signal.signal(signal.SIGINT, lambda *_: self.stop('graceful stop requested'))

@@ -14,7 +14,7 @@ import time
 
 from hueyd.daemon.child import EXIT_BOOT_FAILED, Child
 from hueyd.daemon.pool import pool_count
-from hueyd.metrics import MetricsServer
+from hueyd.daemon.probes import ProbeServer
 from hueyd.nodes import NodeReporter
 from hueyd.storage.protocols import Claims
 from hueyd.times import now
@@ -27,6 +27,10 @@ TICK = 0.05  # seconds between looks at the schedule's head
 class Scheduler(Child):
     kind = 'scheduler'
     reporter = None  # publishes the node's state for hueyctl status, once the app is loaded
+
+    def __init__(self, config, heartbeat, master_pid, app=None, master_state=None):
+        super().__init__(config, heartbeat, master_pid, app)
+        self.master_state = master_state  # the master's, for /healthz and /readyz
 
     def main(self):
         self.title('booting')
@@ -41,11 +45,11 @@ class Scheduler(Child):
                     self.config.scheduler_interval,
                     'off' if self.config.no_periodic else 'on')
         self.reporter = NodeReporter(self, pool_count(self.config))
-        metrics = self.config.metrics_port and MetricsServer(
-            self.huey, self.config, self.master_pid).start()
+        probes = self.config.metrics_port and ProbeServer(
+            self.huey, self.config, self.master_pid, self.master_state).start()
         self.loop()
-        if metrics:
-            metrics.close()
+        if probes:
+            probes.close()
         self.reporter.close()
         return 0
 
