@@ -9,6 +9,7 @@ from hueyd.storage.memory import MemoryStorage
 from hueyd.storage.postgres import PostgresStorage
 from hueyd.storage.redis import (PriorityRedisExpireStorage, PriorityRedisStorage,
                                  RedisExpireStorage, RedisStorage)
+from hueyd.storage import redis_ha
 # cysqlite: the driver module, or None when it is not installed (huey's storage.cysqlite).
 from hueyd.storage.sqlite import CySqliteStorage, SqliteStorage, cysqlite
 
@@ -20,6 +21,8 @@ URL_EXAMPLES = (
     'redis://[:password@]host:6379/0',
     'rediss://[:password@]host:6379/0 (TLS)',
     'unix:///path/to/redis.sock?db=0',
+    'redis+sentinel://[:password@]host:26379,host2:26379/service_name/0 (or rediss+sentinel)',
+    'redis+cluster://[:password@]host:7000,host2:7000 (or rediss+cluster)',
     'sqlite:///relative/path/huey.db or sqlite:////absolute/path/huey.db',
     'file:///absolute/path/to/folder (FileStorage)',
     'postgresql://user:password@host:5432/dbname (or postgres://)',
@@ -30,7 +33,8 @@ URL_EXAMPLES = (
 def storage_from_url(url):
     """Return ``(storage_class, kwargs)`` for a storage URL.
 
-    Redis URLs are handed to redis-py unchanged (``url=url``). For SQLite,
+    Redis URLs are handed to redis-py (``url=url``), but for the options that are
+    RedisStorage's own (``?wait_replicas=1&read_timeout=5``). For SQLite,
     three slashes start a path relative to the working directory and four an
     absolute one. A file URL names a folder by its absolute path, percent-encoded
     as file URLs are. Query options (``?journal_mode=wal&timeout=5``,
@@ -40,8 +44,8 @@ def storage_from_url(url):
     """
     parts = urlsplit(url or '')
     scheme = parts.scheme.lower()
-    if scheme in ('redis', 'rediss', 'unix'):
-        return RedisStorage, {'url': url}
+    if scheme in redis_ha.SCHEMES + redis_ha.SENTINEL_SCHEMES + redis_ha.CLUSTER_SCHEMES:
+        return RedisStorage, redis_ha.url_kwargs(url)
     if scheme == 'memory':
         return MemoryStorage, {}
     if scheme in ('postgresql', 'postgres'):

@@ -37,8 +37,11 @@ underscores, unless ``clean_name=False``):
 ``hueyd.<name>.dead``
     hash of dead letters; ``hueyd.<name>.dead.order`` lists their keys in order.
 
-The delivery scripts build claim keys from the worker name, so they assume a
-single Redis server (not Redis Cluster).
+In a Redis Cluster (``cluster=True``, ``redis+cluster://``) the name is a hash tag,
+``hueyd.{<name>}.queue`` and so on, so every key of a queue (the claim keys the
+delivery scripts build from a worker name too) is in one slot; queues with other names
+spread over the masters. Where the connections go (one server, Sentinel, Cluster) is
+redis_ha's job.
 
 A data key lives in exactly one of ``results`` (or its ``result`` key), ``data``
 or its ``ttl`` key: writes clear the other two, and reads look in all three.
@@ -49,6 +52,7 @@ from contextlib import contextmanager
 
 from hueyd.constants import EmptyData
 from hueyd.exceptions import ConfigurationError
+from hueyd.storage import redis_ha
 from hueyd.storage.base import BaseStorage
 from hueyd.storage.batch import SharedBatch
 from hueyd.storage.listener import EventListener
@@ -271,7 +275,9 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
 
     def __init__(self, name='huey', blocking=True, read_timeout=1, connection_pool=None,
                  url=None, client_name=None, notify_result=False, notify_result_ttl=60,
-                 clean_name=True, **connection_params):
+                 clean_name=True, wait_replicas=0, wait_timeout=1.0, sentinels=None,
+                 service_name=None, sentinel_kwargs=None, sentinel_password=None,
+                 cluster=False, startup_nodes=None, **connection_params):
         # As huey: only letters, digits and underscores go into key names, unless told not to.
         super().__init__(re.sub(r'[^A-Za-z0-9_]', '', name) if clean_name else name)
         if redis is None:
@@ -287,32 +293,34 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
         self._own_pool = connection_pool is None
         if client_name is not None and self._own_pool:
             connection_params['client_name'] = client_name  # sent by every new connection
-        if url:
-            try:
-                connection_pool = redis.ConnectionPool.from_url(url, **connection_params)
-            except ValueError as exc:
-                raise ConfigurationError('bad Redis URL %r: %s' % (url, exc)) from None
-        elif connection_pool is None:
-            if 'unix_socket_path' in connection_params:
-                connection_params['path'] = connection_params.pop('unix_socket_path')
-                connection_params['connection_class'] = redis.UnixDomainSocketConnection
-                connection_params.pop('host', None)
-                connection_params.pop('port', None)
-            connection_pool = redis.ConnectionPool(**connection_params)
-        self.pool = connection_pool
-        self.conn = redis.Redis(connection_pool=connection_pool)
+        if self._own_pool:
+            reach = redis_ha.connect(
+                self.name, url, sentinels, service_name, sentinel_kwargs, sentinel_password,
+                cluster, startup_nodes, longest_wait=max(read_timeout, wait_timeout, 1.0),
+                **connection_params)
+        else:
+            reach = redis_ha.Reach(connection_pool)
+        self.pool = reach.pool
+        self.where = reach.where
+        self.conn = redis.Redis(connection_pool=self.pool)
         if client_name is not None and not self._own_pool:
             # A borrowed pool is not ours to reconfigure: only this connection gets the name.
             self.conn.client_setname(client_name)
         self.blocking = blocking
         self.read_timeout = read_timeout
+        # With wait_replicas, an enqueue (or a schedule) from outside a write batch returns
+        # once that many replicas have it (WAIT), so a failover to one of them keeps it.
+        self.wait_replicas = wait_replicas
+        self.wait_timeout = wait_timeout
 
         # With notify_result, storing a result also pushes to a list its waiters
         # block on (wait_result), instead of their polling.
         self.notify_result = notify_result
         self.notify_result_ttl = notify_result_ttl
 
-        prefix = 'hueyd.%s.' % self.name
+        # In a cluster every key of the queue hashes its name only: one slot for them all.
+        prefix = 'hueyd.%s.' % (redis_ha.hash_tag(self.name) if reach.cluster else self.name)
+        self.key_prefix = prefix
         self.notify_prefix = prefix + 'notify.'
         self.queue_key = prefix + 'queue'
         self.queue_seq_key = prefix + 'queue.seq'
@@ -353,16 +361,25 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
         batch.pipe.execute()
 
     @contextmanager
-    def _writer(self):
-        """Where one command goes: the write batch in a batching thread, else Redis at once."""
+    def _writer(self, replicated=False):
+        """Where one command goes: the write batch in a batching thread, else Redis at once.
+
+        ``replicated``: a write the caller takes as stored (an enqueue); sent at once, it
+        waits for ``wait_replicas``. A write batch needs no wait: the acknowledgement of
+        the task that wrote it follows it, and replicas apply writes in order, so a
+        failover that loses it loses the acknowledgement too, and the task runs again.
+        """
         if self.write_batch.active:
             with self.write_batch.adding() as batch:
                 yield batch.pipe
+        elif replicated and self.wait_replicas:
+            with self._pipeline(replicated=True) as pipe:
+                yield pipe
         else:
             yield self.conn
 
     @contextmanager
-    def _pipeline(self, transaction=False):
+    def _pipeline(self, transaction=False, replicated=False):
         """A pipeline to fill: the write batch in a batching thread, else one executed on leaving."""
         if self.write_batch.active:
             with self._writer() as batch_pipe:
@@ -370,9 +387,22 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
             return
         pipe = self.conn.pipeline(transaction=transaction)
         yield pipe
-        pipe.execute()
+        if not (replicated and self.wait_replicas):
+            pipe.execute()
+            return
+        # WAIT counts the replicas that have every earlier write of its connection: the
+        # pipeline's, which shares one connection.
+        pipe.wait(self.wait_replicas, max(1, int(self.wait_timeout * 1000)))
+        confirmed = pipe.execute()[-1]
+        if confirmed < self.wait_replicas:
+            raise redis_ha.NotReplicated(
+                'stored on the Redis master, but %d of the %d replicas asked for '
+                '(wait_replicas) confirmed it within %ss: a failover now could lose it'
+                % (confirmed, self.wait_replicas, self.wait_timeout))
 
     def location(self):
+        if self.where:
+            return self.where
         kwargs = self.pool.connection_kwargs
         return kwargs.get('path') or '%s:%s/%s' % (kwargs.get('host'), kwargs.get('port'),
                                                    kwargs.get('db', 0))
@@ -390,14 +420,14 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
 
     # --- queue -------------------------------------------------------------
     def enqueue(self, data, priority=None):
-        with self._writer() as writer:
+        with self._writer(replicated=True) as writer:
             writer.lpush(self.queue_key, data)
 
     def enqueue_many(self, items):
         items = list(items)
         if not items:
             return
-        with self._pipeline() as pipe:
+        with self._pipeline(replicated=True) as pipe:
             for start in range(0, len(items), 1000):  # bounded command size
                 pipe.lpush(self.queue_key, *(data for data, _ in items[start:start + 1000]))
 
@@ -428,7 +458,7 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
         return data
 
     def add_to_schedule(self, data, ts, priority=None):
-        with self._writer() as writer:
+        with self._writer(replicated=True) as writer:
             self._add_with_seq(keys=[self.schedule_key, self.schedule_seq_key],
                                args=[self._schedule_member(data, priority), repr(float(unix_time(ts)))],
                                client=writer)
@@ -669,7 +699,9 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
             _in_pipeline(pipe, self._revocations, [self.revoked_key])
             *waited, revoked = _execute_scripts(pipe, [self._claim, self._revocations])
             entries = self._waited_entries(waited)
-            revoked = None if isinstance(revoked, Exception) else revoked[0]
+            if isinstance(revoked, Exception):  # Redis lacked the script (a fresh server)
+                revoked = self._revocations(keys=[self.revoked_key])
+            revoked = revoked[0]
         claimed = Claimed((entry, self._data_of(entry)) for entry in entries)
         if revoked is not None:  # a flat [key, value, ...] of every revocation
             claimed.revocations = {revoked[i].decode(): revoked[i + 1]
@@ -750,7 +782,7 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
 
     # --- node state: the STATE script --------------------------------------------
     def _state_keys(self, kind):
-        key = 'hueyd.%s.state.%s' % (self.name, kind)
+        key = '%sstate.%s' % (self.key_prefix, kind)
         return [key, key + '.expires']
 
     def _state_script(self, kind, *args):
@@ -804,7 +836,7 @@ class PriorityRedisStorage(RedisStorage):
         items = list(items)
         if not items:
             return
-        with self._pipeline() as pipe:
+        with self._pipeline(replicated=True) as pipe:
             for data, priority in items:
                 self._add_with_seq(keys=[self.queue_key, self.queue_seq_key],
                                    args=[data, -(priority or 0)], client=pipe)
@@ -842,7 +874,7 @@ class RedisExpireStorage(RedisStorage):
                                      % (expire_time,))
         super().__init__(name, *args, **kwargs)
         self.expire_time = expire_time
-        self.result_prefix = ('hueyd.%s.result.' % self.name).encode()
+        self.result_prefix = (self.key_prefix + 'result.').encode()
 
     def _result_key(self, key):
         return _prefixed(self.result_prefix, key)
