@@ -5,9 +5,9 @@ import pytest
 
 from support import PostgresServer, RedisServer, make_huey, make_storage
 
-STORAGE_KINDS = ['memory', 'sqlite', 'file', 'redis', 'postgres']
+STORAGE_KINDS = ['memory', 'sqlite', 'file', 'redis', 'postgres', 'sql']
 # Storages that several instances (and processes) can share; memory is per instance.
-SHARED_STORAGE_KINDS = ['sqlite', 'file', 'redis', 'postgres']
+SHARED_STORAGE_KINDS = ['sqlite', 'file', 'redis', 'postgres', 'sql']
 
 
 @pytest.fixture(scope='session')
@@ -37,6 +37,8 @@ def url_for(kind, request, tmp_path):
         return f'sqlite:///{tmp_path}/huey.db'
     if kind == 'file':
         return (tmp_path / 'files').as_uri()
+    if kind == 'sql':  # no URL names SqlStorage: support.make_storage reads this one
+        return f'peewee:{tmp_path}/sql.db'
     # Looked up lazily so memory, sqlite and file runs never start a server.
     if kind == 'postgres':
         return request.getfixturevalue('postgres_server').dsn

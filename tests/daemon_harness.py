@@ -119,14 +119,14 @@ class App:
     one.  ``enqueue`` and inspection go through ``self.huey``.
     """
 
-    def __init__(self, directory, url, name=None):
+    def __init__(self, directory, url, name=None, source=APP_SOURCE):
         self.dir = str(directory)
         self.url = url
         self.name = name or 'hueyd-test-' + uuid.uuid4().hex[:12]
         self.out = os.path.join(self.dir, 'out.txt')
         self.path = os.path.join(self.dir, 'app.py')
         with open(self.path, 'w') as f:
-            f.write(APP_SOURCE)
+            f.write(source)
         self.env = {'HUEYD_TEST_URL': url, 'HUEYD_TEST_NAME': self.name,
                     'HUEYD_TEST_OUT': self.out}
         self.module = self._load()

@@ -7,9 +7,11 @@ import subprocess
 import tempfile
 import time
 
+import peewee
 import redis
 
 from hueyd import Huey
+from hueyd.contrib.sql_huey import SqlHuey, SqlStorage
 from hueyd.storage import PostgresStorage, RedisStorage, storage_from_url
 
 
@@ -28,8 +30,19 @@ def wait_until(predicate, timeout=10, interval=0.01, message=None):
         time.sleep(interval)
 
 
+# conftest's 'sql' kind, which no real URL names: 'peewee:' and a file, for a SqlStorage on
+# a peewee SqliteDatabase, in WAL mode as a deployment with several processes has it.
+PEEWEE = 'peewee:'
+
+
+def peewee_database(url):
+    return peewee.SqliteDatabase(url[len(PEEWEE):], pragmas={'journal_mode': 'wal'})
+
+
 def make_storage(url, name, **overrides):
     """Build the storage a URL names, as a test wants it (short Redis read timeout)."""
+    if url.startswith(PEEWEE):
+        return SqlStorage(name, database=peewee_database(url), **overrides)
     storage_class, kwargs = storage_from_url(url)
     if issubclass(storage_class, (RedisStorage, PostgresStorage)):
         # An empty blocking dequeue would otherwise wait a whole second.
@@ -43,6 +56,8 @@ def make_huey(name, url, **options):
     # A non-blocking dequeue keeps drain() from waiting out BRPOP's (or LISTEN's) timeout.
     if url.startswith(('redis', 'postgres')):
         options.setdefault('blocking', False)
+    if url.startswith(PEEWEE):
+        return SqlHuey(name, database=peewee_database(url), **options)
     return Huey(name, url=url, **options)
 
 

@@ -1,7 +1,7 @@
 """The storage side of at-least-once delivery: claims, leases, recovery, dead letters.
 
 Runs on every storage, and on PriorityRedisStorage, whose claims differ (also as
-PriorityRedisExpireStorage, built on it), and on CySqliteStorage.
+PriorityRedisExpireStorage, built on it), on CySqliteStorage and on contrib's SqlStorage.
 """
 import threading
 import time
@@ -12,11 +12,12 @@ from hueyd.constants import EmptyData
 from hueyd.storage import PostgresStorage, PriorityRedisStorage, RedisStorage, SqliteStorage
 from hueyd.storage import CySqliteStorage, PriorityRedisExpireStorage
 from hueyd.storage.protocols import Claimed, WriteBatching
+from conftest import url_for
 from support import make_storage, wait_until
 
 
 @pytest.fixture(params=['memory', 'sqlite', 'cysqlite', 'file', 'redis', 'priority-redis',
-                        'priority-redis-expire', 'postgres'])
+                        'priority-redis-expire', 'postgres', 'sql'])
 def store(request, tmp_path, queue_name):
     if request.param.startswith('priority-redis'):
         server = request.getfixturevalue('redis_server')
@@ -27,6 +28,8 @@ def store(request, tmp_path, queue_name):
         storage = CySqliteStorage(queue_name, filename=str(tmp_path / 'h.db'))
     elif request.param == 'postgres':
         storage = make_storage(request.getfixturevalue('postgres_server').dsn, queue_name)
+    elif request.param == 'sql':
+        storage = make_storage(url_for('sql', request, tmp_path), queue_name)
     else:
         url = {'memory': 'memory://', 'sqlite': 'sqlite:///%s/h.db' % tmp_path,
                'file': (tmp_path / 'files').as_uri()}.get(request.param)

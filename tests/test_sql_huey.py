@@ -1,6 +1,8 @@
 """hueyd.contrib.sql_huey on a real SQLite file through peewee: what huey's own
-test_sql_huey (run by tools/huey_suite.py) does not cover."""
+test_sql_huey (run by tools/huey_suite.py) and the storage suite (conftest's 'sql'
+kind) do not cover, and at-least-once delivery through a real daemon."""
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -8,10 +10,16 @@ import time
 import peewee
 import pytest
 
+from daemon_harness import APP_SOURCE, App, start_daemon  # noqa: F401 (fixture)
 from hueyd.constants import EmptyData
 from hueyd.contrib.sql_huey import SqlHuey, SqlStorage
 from hueyd.exceptions import ConfigurationError
 from support import wait_until
+
+# The daemon harness's application, its huey a SqlHuey (HUEYD_TEST_URL: a peewee URL).
+SQL_APP_SOURCE = APP_SOURCE.replace(
+    'from hueyd import Huey\n', 'from hueyd.contrib.sql_huey import SqlHuey\n').replace(
+    'huey = Huey(NAME, url=URL)', 'huey = SqlHuey(NAME, database=URL)')
 
 
 @pytest.fixture
@@ -92,3 +100,45 @@ def test_a_consumer_runs_tasks_and_scheduled_tasks(sql_huey):
         assert [r.get(blocking=True, timeout=10) for r in results] == [0, 2, 4, 6, 8, 3]
     finally:
         consumer.stop(graceful=True)
+
+
+@pytest.fixture
+def sql_app(tmp_path):
+    app = App(tmp_path, 'sqlite:///%s' % (tmp_path / 'huey.db'), source=SQL_APP_SOURCE)
+    assert isinstance(app.huey.storage, SqlStorage)
+    yield app
+    app.close()
+
+
+def test_the_daemon_runs_again_what_a_killed_pool_or_a_lapsed_lease_held(sql_app, start_daemon):
+    app = sql_app
+    daemon = start_daemon(app, '-k', 'process', '-w', '1', '--lease-timeout', '1.5')
+    daemon.wait_ready(1)
+    app.slow_once('a', 60)
+    daemon.wait_until(lambda: app.count('start', 'a') == 1)
+    # Claimed for a worker that never renews its lease (the pool's only worker is busy):
+    # only the scheduler's lease recovery puts it back.
+    app.record('probe')
+    assert app.huey.storage.claim('gone-host:1', 1, lease=1.5), 'a pool took it'
+    assert len(app.huey.storage.claimed_items()) == 2  # claimed, not dequeued
+    (pool,) = daemon.pool_pids()
+    os.kill(pool, signal.SIGKILL)
+    daemon.wait_until(lambda: app.count('done', 'a') == 1, timeout=30,
+                      message="the killed pool's task never ran again")
+    daemon.wait_until(lambda: app.recorded('probe'), timeout=30,
+                      message='lease recovery never returned the probe')
+    assert app.count('start', 'a') == 2
+    wait_until(lambda: app.huey.storage.claimed_items() == {} and app.pending() == 0)
+    assert 'cannot claim messages' not in daemon.log_text()  # no at-most-once warning
+
+
+def test_the_daemon_buries_a_bad_message_and_goes_on(sql_app, start_daemon):
+    app = sql_app
+    daemon = start_daemon(app, '-k', 'thread', '-w', '2')
+    daemon.wait_ready(1)
+    app.huey.storage.enqueue(b'not a pickle at all')
+    app.record('good')
+    daemon.wait_until(lambda: app.recorded('good'))
+    wait_until(lambda: len(app.huey.dead_letters()) == 1, message='no dead letter')
+    assert app.huey.dead_letters()[0].payload == b'not a pickle at all'
+    assert app.huey.purge_dead_letters() == 1

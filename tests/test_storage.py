@@ -13,6 +13,7 @@ import uuid
 import pytest
 
 from hueyd.constants import EmptyData
+from hueyd.contrib.sql_huey import SqlStorage
 from hueyd.exceptions import ConfigurationError
 from hueyd.storage import (BaseStorage, FileStorage, MemoryStorage, PostgresStorage,
                            PriorityRedisStorage, RedisStorage, SqliteStorage, storage_from_url)
@@ -422,10 +423,10 @@ EVERY_PROTOCOL = (Queue, Schedule, DataStore, Counters, Claims, DeadLetters, Eve
 
 
 def test_each_storage_supports_what_it_declares(storage):
-    files = isinstance(storage, FileStorage)  # no events
-    batches = not isinstance(storage, (MemoryStorage, FileStorage))
-    assert [storage.supports(p) for p in EVERY_PROTOCOL] == [True] * 6 + [not files, True, batches]
-    assert storage.supports_events is not files
+    events = not isinstance(storage, (FileStorage, SqlStorage))
+    batches = not isinstance(storage, (MemoryStorage, FileStorage, SqlStorage))
+    assert [storage.supports(p) for p in EVERY_PROTOCOL] == [True] * 6 + [events, True, batches]
+    assert storage.supports_events is events
 
 
 def test_a_storage_that_leaves_out_a_required_method_names_it():
@@ -601,10 +602,12 @@ def _consumer(storage, results):
     results.put(drain(storage))
 
 
-@pytest.mark.parametrize('kind', ['sqlite', 'file', 'postgres'])
+@pytest.mark.parametrize('kind', ['sqlite', 'file', 'postgres', 'sql'])
 def test_processes_never_dequeue_the_same_message(tmp_path, kind, request, queue_name):
     if kind == 'sqlite':
         storage = SqliteStorage('q', filename=str(tmp_path / 'huey.db'))
+    elif kind == 'sql':
+        storage = make_storage(url_for(kind, request, tmp_path), queue_name)
     elif kind == 'postgres':
         storage = PostgresStorage(queue_name, dsn=request.getfixturevalue('postgres_server').dsn,
                                   blocking=False)

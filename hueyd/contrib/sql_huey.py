@@ -3,17 +3,18 @@
     huey = SqlHuey('app', database='postgresql://user@host/db')  # or 'sqlite:///path'
     huey = SqlHuey('app', database=peewee_database)               # a peewee Database
 
-Four tables (``hueyd_sql_queue``, ``_schedule``, ``_kv``, ``_counters``) are
-created with the storage unless ``create_tables=False`` (then ``initialize_schema()``
-creates them). Every row carries the queue's name, so queues may share tables.
+Seven tables (``hueyd_sql_queue``, ``_schedule``, ``_kv``, ``_counters``,
+``_leases``, ``_dead``, ``_state``) are created with the storage unless
+``create_tables=False`` (then ``initialize_schema()`` creates them). Every row
+carries the queue's name, so queues may share tables.
 
-Taking a message (dequeue, read_schedule, move_due, pop_data) is a select and a
-delete in one transaction: ``BEGIN IMMEDIATE`` on SQLite, ``FOR UPDATE SKIP
+Taking a message (dequeue, claim, read_schedule, move_due, pop_data) is a select
+and a write in one transaction: ``BEGIN IMMEDIATE`` on SQLite, ``FOR UPDATE SKIP
 LOCKED`` where the database has row locks (PostgreSQL; MySQL 8.0.1+ and
 MariaDB 10.6+), so no two consumers ever take the same row.
 
-It has the four base protocols only: a pool dequeues (at-most-once delivery).
-Needs peewee: ``pip install 'hueyd[sql]'``.
+Besides the four base protocols it has Claims (at-least-once delivery under the
+daemon), DeadLetters and NodeState. Needs peewee: ``pip install 'hueyd[sql]'``.
 """
 import functools
 import os
@@ -30,6 +31,7 @@ from hueyd.api import Huey
 from hueyd.constants import EmptyData
 from hueyd.exceptions import ConfigurationError
 from hueyd.storage.base import BaseStorage
+from hueyd.storage.protocols import Claimed, Claims, DeadLetters, NodeState
 from hueyd.times import unix_time
 
 CHUNK = 500  # ids or keys per IN (...): below every database's limit on parameters
@@ -43,7 +45,7 @@ class BytesField(peewee.BlobField):
 
 
 def create_models(db):
-    """The four tables, as peewee models bound to the peewee Database ``db``."""
+    """The tables, as peewee models bound to the peewee Database ``db``."""
     class Base(peewee.Model):
         name = peewee.CharField()  # the queue's
 
@@ -53,12 +55,14 @@ def create_models(db):
     class Queue(Base):
         data = BytesField()
         priority = peewee.FloatField(default=0)
+        # The worker whose claim it is (see SqlStorage.claim); NULL: waiting to be taken.
+        claimed_by = peewee.CharField(null=True)
 
         class Meta:
             table_name = 'hueyd_sql_queue'
 
-    # Highest priority first, then first in, first out: the order dequeue() reads.
-    Queue.add_index(Queue.name, Queue.priority.desc(), Queue.id)
+    # Unclaimed, highest priority first, then first in, first out: the order dequeue() reads.
+    Queue.add_index(Queue.name, Queue.claimed_by, Queue.priority.desc(), Queue.id)
 
     class Schedule(Base):
         data = BytesField()
@@ -86,7 +90,33 @@ def create_models(db):
             table_name = 'hueyd_sql_counters'
             primary_key = peewee.CompositeKey('name', 'key')
 
-    return Queue, Schedule, KV, Counter
+    class Lease(Base):
+        worker = peewee.CharField()
+        expires_at = peewee.DoubleField()  # unix seconds, on SqlStorage.now()'s clock
+
+        class Meta:
+            table_name = 'hueyd_sql_leases'
+            primary_key = peewee.CompositeKey('name', 'worker')
+
+    class Dead(Base):
+        key = peewee.CharField()
+        record = BytesField()
+
+        class Meta:
+            table_name = 'hueyd_sql_dead'
+            indexes = ((('name', 'key'), True),)
+
+    class State(Base):
+        kind = peewee.CharField()
+        key = peewee.CharField()
+        value = BytesField()
+        expires_at = peewee.DoubleField()  # as Lease's
+
+        class Meta:
+            table_name = 'hueyd_sql_state'
+            primary_key = peewee.CompositeKey('name', 'kind', 'key')
+
+    return [Queue, Schedule, KV, Counter, Lease, Dead, State]
 
 
 def connected(method):
@@ -115,7 +145,7 @@ def forget_connection(ref):
         dispose()
 
 
-class SqlStorage(BaseStorage):
+class SqlStorage(Claims, DeadLetters, NodeState, BaseStorage):
     priority = True
     # What a lost or refused connection raises through peewee, whatever the driver
     # (OperationalError also covers a missing table: the first call shows that one).
@@ -131,8 +161,9 @@ class SqlStorage(BaseStorage):
         if not isinstance(database, peewee.Database):
             database = connect_url(database)
         self.database = database
-        self.Queue, self.Schedule, self.KV, self.Counter = create_models(database)
-        self.models = [self.Queue, self.Schedule, self.KV, self.Counter]
+        self.models = create_models(database)
+        (self.Queue, self.Schedule, self.KV, self.Counter,
+         self.Lease, self.Dead, self.State) = self.models
         os.register_at_fork(after_in_child=functools.partial(forget_connection,
                                                              weakref.ref(database)))
         if create_tables:
@@ -173,24 +204,32 @@ class SqlStorage(BaseStorage):
     def mine(self, model, *columns):
         return model.select(*columns).where(model.name == self.name)
 
-    def upsert(self, model, row, **on_conflict):
-        """Insert ``row`` or, when its key exists, apply ``on_conflict`` (peewee's arguments)."""
+    def upsert(self, model, row, key, **on_conflict):
+        """Insert ``row`` or, when a row of this queue has its ``key`` (fields), apply
+        ``on_conflict`` (peewee's arguments)."""
         if not isinstance(self.database, peewee.MySQLDatabase):  # MySQL names no target
-            on_conflict['conflict_target'] = [model.name, model.key]
+            on_conflict['conflict_target'] = [model.name, *key]
         model.insert(name=self.name, **row).on_conflict(**on_conflict).execute()
+
+    @staticmethod
+    def chunked(query, values):
+        """Run ``query(chunk)`` for each CHUNK of ``values``; how many rows they changed."""
+        values = list(values)
+        return sum(query(values[start:start + CHUNK]).execute()
+                   for start in range(0, len(values), CHUNK))
 
     def take(self, model, query):
         """The ``(id, data, ...)`` rows of ``query``, deleted in the caller's transaction."""
         rows = list(self.locking(query).tuples())
-        ids = [row[0] for row in rows]
-        for start in range(0, len(ids), CHUNK):
-            model.delete().where(model.id.in_(ids[start:start + CHUNK])).execute()
+        self.chunked(lambda ids: model.delete().where(model.id.in_(ids)), [row[0] for row in rows])
         return rows
 
     # --- queue -------------------------------------------------------------
     def queued(self, *columns):
+        """The messages no worker has claimed, in the order they are taken."""
         Queue = self.Queue
-        return self.mine(Queue, *columns).order_by(Queue.priority.desc(), Queue.id)
+        return self.mine(Queue, *columns).where(Queue.claimed_by.is_null()).order_by(
+            Queue.priority.desc(), Queue.id)
 
     @connected
     def enqueue(self, data, priority=None):
@@ -212,7 +251,7 @@ class SqlStorage(BaseStorage):
 
     @connected
     def queue_size(self):
-        return self.mine(self.Queue).count()
+        return self.queued().count()
 
     @connected
     def enqueued_items(self, limit=None):
@@ -281,7 +320,7 @@ class SqlStorage(BaseStorage):
 
     @connected
     def put_data(self, key, value, is_result=False):
-        self.upsert(self.KV, {'key': key, 'value': value, 'expires_at': None},
+        self.upsert(self.KV, {'key': key, 'value': value, 'expires_at': None}, [self.KV.key],
                     preserve=[self.KV.value, self.KV.expires_at])
 
     @connected
@@ -345,7 +384,7 @@ class SqlStorage(BaseStorage):
     def incr(self, key, amount=1):
         Counter = self.Counter
         with self.atomic():
-            self.upsert(Counter, {'key': key, 'value': amount},
+            self.upsert(Counter, {'key': key, 'value': amount}, [Counter.key],
                         update={Counter.value: Counter.value + amount})
             return self.mine(Counter, Counter.value).where(Counter.key == key).scalar()
 
@@ -357,6 +396,127 @@ class SqlStorage(BaseStorage):
     @connected
     def flush_counters(self):
         self.Counter.delete().where(self.Counter.name == self.name).execute()
+
+    # --- delivery: a claim is the row's claimed_by; the receipt is the row's id -------
+    def now(self):
+        """Unix time for leases and node states: the database's clock where it has one
+        that every machine shares, this machine's on SQLite (one machine's file)."""
+        if isinstance(self.database, peewee.PostgresqlDatabase):
+            # The transaction's start: one instant for every statement of recover().
+            return peewee.SQL('extract(epoch FROM now())::float8')
+        if isinstance(self.database, peewee.MySQLDatabase):
+            return peewee.fn.UNIX_TIMESTAMP(peewee.SQL('NOW(6)'))
+        return time.time()
+
+    def renew(self, worker, lease):
+        Lease = self.Lease
+        self.upsert(Lease, {'worker': worker, 'expires_at': self.now() + lease}, [Lease.worker],
+                    preserve=[Lease.expires_at])
+
+    def held_by(self, worker):
+        return (self.Queue.name == self.name) & (self.Queue.claimed_by == worker)
+
+    @connected
+    def claim(self, worker, count=1, lease=30.0):
+        Queue = self.Queue
+        with self.atomic():
+            self.renew(worker, lease)
+            rows = list(self.locking(self.queued(Queue.id, Queue.data).limit(count)).tuples())
+            self.chunked(lambda ids: Queue.update(claimed_by=worker).where(Queue.id.in_(ids)),
+                         [receipt for receipt, _ in rows])
+        return Claimed(rows)
+
+    @connected
+    def ack(self, worker, receipts):
+        Queue = self.Queue
+        self.chunked(lambda ids: Queue.delete().where(self.held_by(worker) & Queue.id.in_(ids)),
+                     receipts)
+
+    @connected
+    def release(self, worker, receipts):
+        # The row keeps its id, so the message goes back to its old place in line.
+        Queue = self.Queue
+        self.chunked(lambda ids: Queue.update(claimed_by=None).where(
+            self.held_by(worker) & Queue.id.in_(ids)), receipts)
+
+    @connected
+    def beat(self, worker, lease):
+        self.renew(worker, lease)
+
+    @connected
+    def retire_worker(self, worker):
+        Lease = self.Lease
+        with self.atomic():
+            self.Queue.update(claimed_by=None).where(self.held_by(worker)).execute()
+            Lease.delete().where((Lease.name == self.name) & (Lease.worker == worker)).execute()
+
+    @connected
+    def recover(self):
+        Queue, Lease, now = self.Queue, self.Lease, self.now()
+        with self.atomic():
+            live = self.mine(Lease, Lease.worker).where(Lease.expires_at > now)
+            moved = Queue.update(claimed_by=None).where(
+                (Queue.name == self.name) & Queue.claimed_by.is_null(False)
+                & Queue.claimed_by.not_in(live)).execute()
+            Lease.delete().where((Lease.name == self.name) & (Lease.expires_at <= now)).execute()
+        return moved
+
+    def claims(self, *columns):
+        Queue = self.Queue
+        return self.mine(Queue, *columns).where(Queue.claimed_by.is_null(False)).order_by(Queue.id)
+
+    @connected
+    def claimed_items(self):
+        claimed = {}
+        for worker, data in self.claims(self.Queue.claimed_by, self.Queue.data).tuples():
+            claimed.setdefault(worker, []).append(data)
+        return claimed
+
+    @connected
+    def worker_claims(self, worker):
+        Queue = self.Queue
+        return list(self.claims(Queue.id, Queue.data).where(Queue.claimed_by == worker).tuples())
+
+    # --- dead letters ------------------------------------------------------------
+    @connected
+    def add_dead_letter(self, key, record):
+        self.upsert(self.Dead, {'key': key, 'record': record}, [self.Dead.key],
+                    preserve=[self.Dead.record])
+
+    @connected
+    def dead_letters(self):
+        Dead = self.Dead
+        return list(self.mine(Dead, Dead.key, Dead.record).order_by(Dead.id).tuples())
+
+    @connected
+    def remove_dead_letters(self, keys):
+        Dead = self.Dead
+        return self.chunked(lambda chunk: Dead.delete().where(
+            (Dead.name == self.name) & Dead.key.in_(chunk)), keys)
+
+    # --- node state: rows expire by their expires_at ---------------------------------
+    @connected
+    def put_state(self, kind, key, value, ttl):
+        State, now = self.State, self.now()
+        with self.atomic():
+            # The records of nodes that died: nothing else would ever delete them.
+            State.delete().where((State.name == self.name) & (State.kind == kind)
+                                 & (State.expires_at <= now)).execute()
+            self.upsert(State, {'kind': kind, 'key': key, 'value': value,
+                                'expires_at': now + ttl}, [State.kind, State.key],
+                        preserve=[State.value, State.expires_at])
+
+    @connected
+    def states(self, kind):
+        State = self.State
+        return dict(self.mine(State, State.key, State.value).where(
+            (State.kind == kind) & (State.expires_at > self.now())).order_by(State.key).tuples())
+
+    @connected
+    def delete_state(self, kind, key):
+        State = self.State
+        State.delete().where((State.name == self.name) & (State.kind == kind)
+                             & (State.key == key)).execute()
 
 
 class SqlHuey(Huey):
