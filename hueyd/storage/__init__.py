@@ -1,5 +1,5 @@
 """Storage backends and ``storage_from_url``."""
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from hueyd.exceptions import ConfigurationError
 from hueyd.storage.base import BaseStorage
@@ -12,6 +12,7 @@ from hueyd.storage.redis import (PriorityRedisExpireStorage, PriorityRedisStorag
 from hueyd.storage import redis_ha
 # cysqlite: the driver module, or None when it is not installed (huey's storage.cysqlite).
 from hueyd.storage.sqlite import CySqliteStorage, SqliteStorage, cysqlite
+from hueyd.storage.urls import parse_value, take_options
 
 __all__ = ['BaseStorage', 'BlackHoleStorage', 'CySqliteStorage', 'FileStorage', 'MemoryStorage',
            'PostgresStorage', 'PriorityRedisExpireStorage', 'PriorityRedisStorage',
@@ -49,10 +50,10 @@ def storage_from_url(url):
     if scheme == 'memory':
         return MemoryStorage, {}
     if scheme in ('postgresql', 'postgres'):
-        return _postgres_kwargs(parts)
+        return _postgres_kwargs(url)
     if scheme in ('sqlite', 'file') and not parts.netloc and parts.path.startswith('/') \
             and parts.path != '/':
-        kwargs = {key: _parse_value(value) for key, value in parse_qsl(parts.query)}
+        kwargs = {key: parse_value(value) for key, value in parse_qsl(parts.query)}
         if scheme == 'file':
             return FileStorage, {**kwargs, 'path': unquote(parts.path)}
         return SqliteStorage, {**kwargs, 'filename': parts.path[1:]}
@@ -63,23 +64,8 @@ def storage_from_url(url):
 POSTGRES_OPTIONS = ('blocking', 'read_timeout', 'table_prefix', 'create_tables')
 
 
-def _postgres_kwargs(parts):
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    kwargs = {key: _parse_value(value) for key, value in query if key in POSTGRES_OPTIONS}
-    if kwargs:  # the others (sslmode, connect_timeout, ...) are libpq's
-        libpq = urlencode([(key, value) for key, value in query if key not in POSTGRES_OPTIONS])
-        parts = (parts.scheme, parts.netloc, parts.path, libpq, parts.fragment)
-    return PostgresStorage, {**kwargs, 'dsn': urlunsplit(parts)}
-
-
-def _parse_value(value):
-    if value.lower() in ('true', 'yes', 'on'):
-        return True
-    if value.lower() in ('false', 'no', 'off'):
-        return False
-    for convert in (int, float):
-        try:
-            return convert(value)
-        except ValueError:
-            pass
-    return value
+def _postgres_kwargs(url):
+    # The options that are not PostgresStorage's (sslmode, connect_timeout, ...) are libpq's.
+    options, dsn = take_options(url, POSTGRES_OPTIONS)
+    return PostgresStorage, {**{key: parse_value(value) for key, value in options.items()},
+                             'dsn': dsn}

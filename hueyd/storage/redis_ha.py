@@ -23,9 +23,10 @@ the master changed (a failover) and it reconnected.
 import logging
 import threading
 from typing import NamedTuple, Optional
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from hueyd.exceptions import ConfigurationError
+from hueyd.storage.urls import parse_value, take_options
 
 try:
     import redis
@@ -53,24 +54,12 @@ CONNECT_TIMEOUT = 2.0
 def url_kwargs(url):
     """RedisStorage's keyword arguments for a Redis URL: ``url``, and hueyd's own
     options taken out of its query (``?wait_replicas=1&read_timeout=5``)."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    kwargs = {key: _number(value) for key, value in query if key in URL_OPTIONS}
-    if kwargs:
-        rest = urlencode([(key, value) for key, value in query if key not in URL_OPTIONS])
-        url = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment))
+    options, url = take_options(url, URL_OPTIONS)
+    kwargs = {key: value if key == 'sentinel_password' else parse_value(value)
+              for key, value in options.items()}
     if 'blocking' in kwargs:
-        kwargs['blocking'] = str(kwargs['blocking']).lower() not in ('0', 'false', 'no', 'off')
+        kwargs['blocking'] = bool(kwargs['blocking'])  # '0' counts as off too
     return {**kwargs, 'url': url}
-
-
-def _number(value):
-    for convert in (int, float):
-        try:
-            return convert(value)
-        except ValueError:
-            pass
-    return value
 
 
 class NotReplicated(redis.RedisError if redis else Exception):
