@@ -152,6 +152,23 @@ def test_the_text_line_says_the_outcome_and_a_retry_asked_for_is_logged_once(cap
         'again', task.id, 'retrying', 1)
 
 
+def test_a_finished_run_says_nothing_of_the_retries_it_did_not_need(caplog):
+    huey = MemoryHuey('log-line-ok')
+    log_finished_tasks(huey)
+
+    @huey.task(retries=2)
+    def fine():
+        return 1
+
+    huey.enqueue(fine.s())
+    with caplog.at_level(logging.INFO, logger='hueyd.tasks'):
+        task = huey.dequeue()
+        huey.execute(task)
+    (record,) = [r for r in caplog.records if r.name == 'hueyd.tasks']
+    assert record.getMessage() == 'fine %s finished in %.3fs' % (task.id, record.duration)
+    assert record.retries == 2  # the JSON key keeps it
+
+
 # -- --version, "did you mean", a closed pipe ------------------------------------------
 
 @pytest.mark.parametrize('command', [['-m', 'hueyd'], ['-m', 'hueyd.cli.hueyctl']])

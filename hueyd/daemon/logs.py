@@ -113,7 +113,9 @@ def log_finished_tasks(huey):
         task_logger.info('%s %s %s in %s%s%s', task.name, task.id, fields['status'],
                          '-' if outcome.duration is None else '%.3fs' % outcome.duration,
                          describe_error(outcome.exception),
-                         ', %d retries left' % task.retries if task.retries else '',
+                         # retries left only matter to a run that did not finish
+                         ', %d retries left' % task.retries
+                         if task.retries and signal != S.SIGNAL_COMPLETE else '',
                          extra=fields)
 
     huey.observe(*FINISHING)(on_finish)
