@@ -16,7 +16,7 @@ def layer_of(module):
     parts = module.split('.')
     if module in FOUNDATION:
         return 'foundation'
-    if len(parts) > 1 and parts[1] in ('cli', 'contrib', '__main__'):
+    if len(parts) > 1 and parts[1] in ('cli', 'contrib', 'dashboard', '__main__'):
         return 'entry'
     if len(parts) > 1 and parts[1] in ('daemon', 'storage'):
         return parts[1]

@@ -470,6 +470,9 @@ def build_parser():
     info = command('info', cmd_info, 'queue, schedule and result counts, and the task names')
     info.add_argument('--json', action='store_true', help='print JSON for scripts')
 
+    from hueyd.dashboard.command import add_command as add_dashboard  # imports no web library
+    add_dashboard(command, Failure)
+
     ping = command('ping', cmd_ping, "ask the daemon's /healthz and /readyz (on its metrics "
                    "port); exit 0 when it is healthy and ready, 1 otherwise")
     ping.set_defaults(needs_app=False)
