@@ -5,7 +5,9 @@ to parts with one job each: ``Executor`` runs a task, ``Chords`` runs groups
 and chords, ``Revocations`` revokes, ``DeadLetters`` keeps what cannot run,
 ``EventEmitter`` publishes events, and the storage keeps everything.
 """
+import asyncio
 import functools
+import inspect
 import logging
 import time
 
@@ -150,10 +152,17 @@ class Huey:
         """Decorator: a task that runs inside ``with obj`` (a database connection, say);
         ``as_argument=True`` passes what ``obj.__enter__()`` returns as its first argument."""
         def decorator(func):
-            @functools.wraps(func)
-            def within(*args, **kwargs):
-                with obj as value:
-                    return func(value, *args, **kwargs) if as_argument else func(*args, **kwargs)
+            if inspect.iscoroutinefunction(func):
+                @functools.wraps(func)
+                async def within(*args, **kwargs):
+                    with obj as value:
+                        return await (func(value, *args, **kwargs) if as_argument
+                                      else func(*args, **kwargs))
+            else:
+                @functools.wraps(func)
+                def within(*args, **kwargs):
+                    with obj as value:
+                        return func(value, *args, **kwargs) if as_argument else func(*args, **kwargs)
             return self.task(**task_options)(within)
         return decorator
 
@@ -358,6 +367,16 @@ class Huey:
             return self.executor.execute(task, timestamp, revocations, interrupt)
         with self._emitter.batch():
             return self.executor.execute(task, timestamp, revocations, interrupt)
+
+    async def aexecute(self, task, timestamp=None, revocations=None, interrupt=None):
+        """``execute`` for an ``async def`` task (``task.is_async``), awaited on the running
+        loop, its deadline an ``asyncio.timeout``. ``interrupt`` defaults to
+        ``asyncio.CancelledError``: cancelling the caller means the worker is stopping.
+        Events are published one by one (through the storage's write batch, where there is
+        one): a per-thread batch cannot span the awaits of coroutines that share the thread.
+        """
+        return await self.executor.aexecute(task, timestamp, revocations,
+                                            interrupt or asyncio.CancelledError)
 
     def give_up(self, task, exception):
         """Fail ``task`` for good without running it (again): the end of a task that kept

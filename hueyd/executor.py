@@ -15,6 +15,7 @@ import time
 import traceback
 
 from hueyd import signals as S
+from hueyd.coroutines import stepwise, within_deadline
 from hueyd.events import EVENT_ERROR_ENQUEUEING, EVENT_ERROR_SCHEDULING
 from hueyd.exceptions import (CancelExecution, HueyException, RateLimitExceeded, RetryTask,
                               TaskException, TaskLockedException, TaskTimeout)
@@ -76,6 +77,20 @@ class Executor:
 
     def execute(self, task, timestamp, revocations, interrupt):
         """See ``Huey.execute``."""
+        if self.runs_now(task, timestamp, revocations):
+            return self.run(task, interrupt)
+
+    async def aexecute(self, task, timestamp, revocations, interrupt):
+        """See ``Huey.aexecute``: ``execute`` for an async task, awaited on the running loop."""
+        if not self.runs_now(task, timestamp, revocations):
+            return None
+        if not self.around:
+            return await self.arun_now(task, interrupt)
+        with self.wrapped(task):
+            return await self.arun_now(task, interrupt)
+
+    def runs_now(self, task, timestamp, revocations):
+        """True when the task is due; else it is scheduled (early) or skipped (revoked, expired)."""
         huey = self.huey
         timestamp = timestamp or huey.now()
         if not huey.ready_to_run(task, timestamp):
@@ -89,17 +104,40 @@ class Executor:
             self.signals.send(S.SIGNAL_EXPIRED, task)
             huey.chords.abort_member(task, Skipped('expired', task.id))
         else:
-            return self.run(task, interrupt)
+            return True
+        return False
 
     def run(self, task, interrupt):
         if not self.around:  # the usual case: no ExitStack on the hot path
             return self.run_now(task, interrupt)
+        with self.wrapped(task):
+            return self.run_now(task, interrupt)
+
+    @contextlib.contextmanager
+    def wrapped(self, task):
+        """The ``around`` contexts of ``task``, entered in order."""
         with contextlib.ExitStack() as stack:
             for wrap in self.around:
                 stack.enter_context(wrap(task))
-            return self.run_now(task, interrupt)
+            yield
 
     def run_now(self, task, interrupt):
+        started = self.begin(task)
+        if started is None:
+            return None
+        value, exception, retry_eta = self.call(task, interrupt, started)
+        return self.settle(task, started, value, exception, retry_eta)
+
+    async def arun_now(self, task, interrupt):
+        started = self.begin(task)
+        if started is None:
+            return None
+        value, exception, retry_eta = await self.acall(task, interrupt, started)
+        return self.settle(task, started, value, exception, retry_eta)
+
+    def begin(self, task):
+        """Announce the task and run the pre-execute hooks: its monotonic start, or None
+        when a hook canceled it."""
         logger.info('executing %s', task)
         started = time.monotonic()
         self.signals.send(S.SIGNAL_EXECUTING, task)
@@ -110,7 +148,9 @@ class Executor:
                               outcome=Outcome(duration=time.monotonic() - started))
             self.huey.chords.abort_member(task, Skipped('canceled', task.id))
             return None
-        value, exception, retry_eta = self.call(task, interrupt, started)
+        return started
+
+    def settle(self, task, started, value, exception, retry_eta):
         duration = time.monotonic() - started
         if exception is None:
             self.complete(task, value, duration)
@@ -120,20 +160,45 @@ class Executor:
 
     def call(self, task, interrupt, started):
         """Call the task's function: ``(value, exception, retry_eta)``."""
-        value = exception = retry_eta = None
         with self.running_lock:
             self.running[task] = started
         try:
             # The task's own writes (a subtask it enqueues and waits for) go out at once.
             with timeout_context(task), self.huey.storage.unbatched():
-                value = task.execute()
-        except RetryTask as exc:
+                return task.execute(), None, None
+        except BaseException as exc:  # sys.exit() in a task must not stop the consumer
+            return self.caught(task, exc, interrupt, started)
+        finally:
+            with self.running_lock:
+                self.running.pop(task, None)
+
+    async def acall(self, task, interrupt, started):
+        """``call`` for an async task: awaits its coroutine, under its deadline."""
+        with self.running_lock:
+            self.running[task] = started
+        try:
+            with timeout_context(task):
+                coroutine = task.coroutine()
+                if task.deadline is not None:
+                    coroutine = within_deadline(task, coroutine)
+                # Other coroutines run between the task's steps: unbatched for its steps only.
+                return await stepwise(coroutine, self.huey.storage.unbatched), None, None
+        except BaseException as exc:
+            return self.caught(task, exc, interrupt, started)
+        finally:
+            with self.running_lock:
+                self.running.pop(task, None)
+
+    def caught(self, task, exc, interrupt, started):
+        """What the task's exception means: ``(None, exception, retry_eta)``.
+        Raises ``exc`` again when it is ``interrupt`` (the worker is stopping)."""
+        retry_eta = None
+        if isinstance(exc, RetryTask):
             logger.info('%s asked to be retried', task)
             task.retries += 1
             if exc.eta is not None or exc.delay is not None:
                 retry_eta = normalize_time(exc.eta, exc.delay, self.huey.utc)
-            exception = exc
-        except RateLimitExceeded as exc:
+        elif isinstance(exc, RateLimitExceeded):
             logger.info('%s rate-limited by %r for %.3fs', task, exc.key, exc.delay)
             # As huey: with retry=True, or with retries of its own left, the task
             # goes to the schedule, after its retry_delay if it has one, else at
@@ -142,30 +207,23 @@ class Executor:
                 retry_eta = normalize_time(delay=task.retry_delay or exc.delay, utc=self.huey.utc)
                 if exc.retry:
                     task.retries += 1
-            exception = exc
-        except interrupt:
+        elif isinstance(exc, interrupt):
             # The worker is being stopped mid-task (SIGTERM in a daemon, Ctrl-C here).
             logger.warning('%s was interrupted before it finished', task)
             self.signals.send(S.SIGNAL_INTERRUPTED, task,
                               outcome=Outcome(duration=time.monotonic() - started))
-            raise
-        except CancelExecution as exc:
+            raise exc
+        elif isinstance(exc, CancelExecution):
             if exc.retry or (exc.retry is None and task.retries):
                 task.retries = max(task.retries, 1)
             else:
                 task.retries = 0
             logger.warning('%s canceled itself', task)
-            exception = exc
-        except BaseException as exc:  # sys.exit() in a task must not stop the consumer
-            if isinstance(exc, (TaskTimeout, TaskLockedException)):
-                logger.warning('%s failed: %s', task, exc)
-            else:
-                logger.exception('%s raised an exception', task)
-            exception = exc
-        finally:
-            with self.running_lock:
-                self.running.pop(task, None)
-        return value, exception, retry_eta
+        elif isinstance(exc, (TaskTimeout, TaskLockedException)):
+            logger.warning('%s failed: %s', task, exc)
+        else:
+            logger.exception('%s raised an exception', task, exc_info=exc)
+        return None, exc, retry_eta
 
     def run_pre_execute(self, task):
         for name, fn in self.pre_execute:

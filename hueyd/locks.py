@@ -1,5 +1,6 @@
 """Concurrency controls shared through storage: task locks and rate limits."""
 import functools
+import inspect
 import time
 
 from hueyd.exceptions import RateLimitExceeded, TaskLockedException
@@ -9,6 +10,13 @@ class _Guard:
     """Usable as ``@decorator`` and as ``with guard:``; subclasses define acquire/release."""
 
     def __call__(self, fn):
+        if inspect.iscoroutinefunction(fn):  # held while the coroutine runs, not while it is made
+            @functools.wraps(fn)
+            async def guarded(*args, **kwargs):
+                with self:
+                    return await fn(*args, **kwargs)
+            return guarded
+
         @functools.wraps(fn)
         def inner(*args, **kwargs):
             with self:
@@ -21,6 +29,13 @@ class _Guard:
 
     def __exit__(self, exc_type, exc, tb):
         self.release()
+
+    # ``async with``: the same short storage calls.
+    async def __aenter__(self):
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type, exc, tb):
+        self.__exit__(exc_type, exc, tb)
 
 
 class TaskLock(_Guard):

@@ -1,9 +1,49 @@
-"""Results: handles on the value a task will store when it has run."""
+"""Results: handles on the value a task will store when it has run.
+
+A coroutine awaits them (``await result``) without blocking its event loop: where the
+storage waits for a result to land (Redis with notify_result, PostgreSQL's LISTEN), its
+``wait_result`` runs in a thread, a slice at a time so that a cancelled await lets its
+thread go soon; where the storage would only poll, the coroutine polls, sleeping between reads.
+"""
+import asyncio
+import concurrent.futures
+import os
 import time
 
 from hueyd.constants import EmptyData
 from hueyd.exceptions import ResultTimeout, TaskException
+from hueyd.storage.protocols import DataStore
 from hueyd.times import normalize_time
+
+WAIT_SLICE = 1.0      # seconds a waiting thread blocks before its coroutine looks again
+RESULT_WAITERS = 32   # threads per process for blocking waits; more awaits take turns
+_waiters = {}         # pid -> its thread pool (threads do not survive a fork)
+
+
+async def wait_stored(storage, key, timeout=None, backoff=1.15, max_delay=1.0):
+    """``storage.wait_result`` for a coroutine: True once ``key`` holds a value, False
+    after ``timeout`` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if type(storage).wait_result is DataStore.wait_result:  # it would poll: poll here
+        pause = 0.005
+        while not storage.has_data_for_key(key):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            await asyncio.sleep(pause if left is None else min(pause, left))
+            pause = min(pause * backoff, max_delay)
+        return True
+    pool = _waiters.get(os.getpid())
+    if pool is None:
+        pool = _waiters[os.getpid()] = concurrent.futures.ThreadPoolExecutor(
+            RESULT_WAITERS, thread_name_prefix='hueyd-result-wait')
+    loop = asyncio.get_running_loop()
+    while True:
+        left = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
+        if left <= 0:
+            return False
+        if await loop.run_in_executor(pool, storage.wait_result, key, left, backoff, max_delay):
+            return True
 
 
 class Error:
@@ -103,11 +143,14 @@ class Result:
             # the result may still be gone when it wakes (read by another handle).
             stored = self.huey.storage.wait_result(self.id, timeout, backoff, max_delay)
             if not (stored and self._read(preserve)):
-                if revoke_on_timeout:
-                    self.revoke()
-                raise ResultTimeout('%s: no result after %ss' % (self.task, timeout) if not stored
-                                    else '%s: its result was read by another handle' % self.task)
+                self.no_result(stored, timeout, revoke_on_timeout)
         return None if self._result is EmptyData else self._result
+
+    def no_result(self, stored, timeout, revoke_on_timeout):
+        if revoke_on_timeout:
+            self.revoke()
+        raise ResultTimeout('%s: no result after %ss' % (self.task, timeout) if not stored
+                            else '%s: its result was read by another handle' % self.task)
 
     def get(self, blocking=False, timeout=None, backoff=1.15, max_delay=1.0,
             revoke_on_timeout=False, preserve=False):
@@ -121,6 +164,21 @@ class Result:
         if isinstance(value, Error):
             raise TaskException(value.metadata)
         return value
+
+    async def aget(self, timeout=None, backoff=1.15, max_delay=1.0, revoke_on_timeout=False,
+                   preserve=False):
+        """``get(blocking=True)`` for a coroutine: awaits the value without blocking the loop."""
+        if self._result is EmptyData and not self._read(preserve):
+            stored = await wait_stored(self.huey.storage, self.id, timeout, backoff, max_delay)
+            if not (stored and self._read(preserve)):
+                self.no_result(stored, timeout, revoke_on_timeout)
+        if isinstance(self._result, Error):
+            raise TaskException(self._result.metadata)
+        return self._result
+
+    def __await__(self):
+        """``await result``: the value, as ``aget()`` gives it."""
+        return self.aget().__await__()
 
     def reset(self):
         """Forget the cached value so the next ``get()`` reads storage again."""
@@ -177,6 +235,14 @@ class ResultGroup:
     def get(self, *args, **kwargs):
         return [result.get(*args, **kwargs) for result in self._results]
 
+    async def aget(self, *args, **kwargs):
+        """The values in order, awaited one after the other: the wait ends with the
+        slowest task either way, and it holds one waiting thread, not one per task."""
+        return [await result.aget(*args, **kwargs) for result in self._results]
+
+    def __await__(self):
+        return self.aget().__await__()
+
     def reset(self):
         for result in self._results:
             result.reset()
@@ -225,6 +291,12 @@ class ChordResult:
 
     def is_ready(self):
         return self.callback.is_ready()
+
+    async def aget(self, *args, **kwargs):
+        return await self.callback.aget(*args, **kwargs)
+
+    def __await__(self):
+        return self.aget().__await__()
 
     def reset(self):
         self.callback.reset()

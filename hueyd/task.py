@@ -5,7 +5,8 @@ import inspect
 import time
 import uuid
 
-from hueyd.exceptions import ConfigurationError, TaskTimeout
+from hueyd.coroutines import task_loop, within_deadline
+from hueyd.exceptions import TaskTimeout
 from hueyd.times import normalize_expires, normalize_time
 
 
@@ -20,6 +21,9 @@ class Task:
     default_timeout = None
     #: Never run twice: after an interruption the task goes to the dead letters instead.
     at_most_once = False
+    #: An ``async def`` task: ``coroutine()`` gives its coroutine, which an asyncio pool
+    #: awaits, and ``execute()`` runs it on the process's task loop (hueyd.coroutines).
+    is_async = False
 
     def __init__(self, args=None, kwargs=None, id=None, eta=None, retries=None,
                  retry_delay=None, retry_backoff=None, priority=None, expires=None,
@@ -135,6 +139,10 @@ class Task:
     def execute(self):
         raise NotImplementedError('TaskWrapper creates subclasses that implement execute()')
 
+    def coroutine(self):
+        """The coroutine of an ``async def`` task (``is_async``), not yet awaited."""
+        raise TypeError('%s is not an async task' % self.name)
+
     def __repr__(self):
         text = '%s.%s: %s' % (type(self).__module__, self.name, self.id)
         if self.eta:
@@ -183,11 +191,6 @@ class TaskWrapper:
                  task_base=Task, **settings):
         if isinstance(func, TaskWrapper):
             func = func.func  # a task of one Huey declared again on another: the same function
-        if inspect.iscoroutinefunction(func):
-            # Called by a worker, it would return a coroutine that never runs.
-            raise ConfigurationError(
-                'task %s is an async function, which a worker cannot run yet: make it a plain '
-                'function that calls asyncio.run(...) on the coroutine' % func.__qualname__)
         self.huey = huey
         self.func = func
         self.name = name or func.__name__
@@ -203,11 +206,17 @@ class TaskWrapper:
     @staticmethod
     def create_task(func, context, name, task_base, **attrs):
         if context:
-            def execute(self):
+            def call(self):
                 return func(*self.args, task=self, **self.kwargs)
         else:
-            def execute(self):
+            def call(self):
                 return func(*self.args, **self.kwargs)
+        if inspect.iscoroutinefunction(func):  # decided here, once, not for every run
+            def execute(self):
+                return task_loop.run(within_deadline(self, call(self)))
+            attrs.update(is_async=True, coroutine=call)
+        else:
+            execute = call
         attrs.update(execute=execute, __module__=func.__module__,
                      __doc__=func.__doc__)
         return type(name, (task_base,), attrs)

@@ -5,6 +5,7 @@
 * Under gevent (greenlet workers): ``gevent.Timeout``.
 * In other threads Python offers no safe interruption, so the task must call
   ``task.check_timeout()`` itself at convenient points (cooperative).
+* An ``async def`` task, wherever it runs: cancelled by ``asyncio.timeout``.
 """
 import contextlib
 import time
@@ -51,4 +52,6 @@ def timeout_context(task):
         task.deadline = None
         return contextlib.nullcontext()
     task.deadline = time.monotonic() + task.timeout
+    if task.is_async:  # cancelled at its deadline by asyncio (hueyd.coroutines), not a signal
+        return contextlib.nullcontext()
     return time_limit(task.timeout, '%s exceeded its timeout of %ss' % (task, task.timeout))

@@ -30,6 +30,7 @@ TASK_TIMEOUT = 15
 
 APP_SOURCE = '''\
 """Test application for hueyd's daemon tests (written by tests/daemon_harness.py)."""
+import asyncio
 import os
 import time
 
@@ -71,10 +72,47 @@ def slow(tag, seconds):
 def slow_once(tag, seconds):
     """Sleeps only on its first run (a marker file remembers), so a re-run is quick."""
     marker = os.path.join(DIR, 'slept-' + tag)
+    first = not os.path.exists(marker)
+    open(marker, 'w').close()  # before 'start': a kill right after it must not make a slow rerun
     write('start', tag, os.getpid())
-    if not os.path.exists(marker):
-        open(marker, 'w').close()
+    if first:
         time.sleep(seconds)
+    write('done', tag, os.getpid())
+
+
+@huey.task()
+async def arecord(tag):
+    await asyncio.sleep(0)
+    write(tag, os.getpid())
+
+
+@huey.task()
+async def aadd(a, b):
+    await asyncio.sleep(0)
+    return a + b
+
+
+@huey.task()
+async def aslow(tag, seconds):
+    """An async task; 'cancelled' when its coroutine is cancelled (SIGTERM, its timeout)."""
+    write('start', tag, os.getpid())
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        write('cancelled', tag, os.getpid())
+        raise
+    write('done', tag, os.getpid())
+
+
+@huey.task()
+async def aslow_once(tag, seconds):
+    """slow_once, async."""
+    marker = os.path.join(DIR, 'slept-' + tag)
+    first = not os.path.exists(marker)
+    open(marker, 'w').close()
+    write('start', tag, os.getpid())
+    if first:
+        await asyncio.sleep(seconds)
     write('done', tag, os.getpid())
 
 

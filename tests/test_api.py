@@ -105,16 +105,6 @@ def test_blocking_get_raises_when_another_handle_took_the_result(huey):
         second.get(blocking=True, timeout=0.05)
 
 
-def test_async_function_as_task_is_refused_with_the_way_out():
-    huey = MemoryHuey('async')
-
-    async def fetch():
-        return 1
-
-    with pytest.raises(ConfigurationError, match='asyncio.run'):
-        huey.task()(fetch)
-
-
 def test_hueyd_records_pass_through_hueys_logger_and_its_level():
     seen = []
 

@@ -236,7 +236,7 @@ def test_bad_sizes(conf, text):
 def test_bad_choice_message_names_file_line_key_value_and_choices(conf):
     path = conf('# hueyd\n\n[hueyd]\nworker_type = fork\n')
     assert error(config=path) == (f"{path}, line 4: worker_type = 'fork' is not valid; "
-                                  'choose one of: thread, process, greenlet')
+                                  'choose one of: thread, process, greenlet, asyncio')
 
 
 @pytest.mark.parametrize('key, value, valid', [
@@ -266,7 +266,7 @@ def test_bad_file_values(conf, key, value, valid):
 
 def test_bad_environment_value_names_the_variable():
     assert error(env={'HUEYD_WORKER_TYPE': 'fork'}) == (
-        "environment: HUEYD_WORKER_TYPE = 'fork' is not valid; choose one of: thread, process, greenlet")
+        "environment: HUEYD_WORKER_TYPE = 'fork' is not valid; choose one of: thread, process, greenlet, asyncio")
     assert 'HUEYD_SCHEDULER_INTERVAL' in error(env={'HUEYD_SCHEDULER_INTERVAL': '0'})
 
 

@@ -1,4 +1,5 @@
 """The in-process Consumer (huey's ``huey.create_consumer()``), on every storage."""
+import asyncio
 import importlib.util
 import os
 import signal
@@ -38,6 +39,17 @@ def test_worker_threads_run_enqueued_tasks(huey, consumer):
     consumer(workers=2)
     results = [add(i, i) for i in range(10)]
     assert [result.get(blocking=True, timeout=10) for result in results] == list(range(0, 20, 2))
+
+
+def test_worker_threads_run_async_tasks(huey, consumer):
+    @huey.task()
+    async def add(a, b):
+        await asyncio.sleep(0)
+        return a + b
+
+    consumer(workers=2)
+    results = [add(i, i) for i in range(4)]
+    assert [result.get(blocking=True, timeout=10) for result in results] == [0, 2, 4, 6]
 
 
 def test_a_scheduled_task_runs_when_due(huey, consumer):

@@ -15,20 +15,22 @@ from daemon_harness import (alive, app, make_app, notify_socket, start_daemon,  
                             stop_gracefully, write_config)
 
 # -k/-w/--processes -> number of pool processes.
-POOLS = {'thread': 1, 'greenlet': 1, 'process': 2}
+POOLS = {'thread': 1, 'greenlet': 1, 'process': 2, 'asyncio': 1}
+WORKER_TYPES = ['thread', 'process', 'greenlet', 'asyncio']
 
 
 # -- tasks run ----------------------------------------------------------------
 
 @pytest.mark.parametrize('storage', ['sqlite', 'redis', 'postgres'])
-@pytest.mark.parametrize('worker_type', ['thread', 'process', 'greenlet'])
+@pytest.mark.parametrize('worker_type', WORKER_TYPES)
 def test_tasks_run(make_app, start_daemon, worker_type, storage):
+    """Plain and async tasks, whatever the worker type."""
     app = make_app(storage)
     daemon = start_daemon(app, '-k', worker_type, '-w', '2')
     daemon.wait_ready(POOLS[worker_type])
     tags = ['t%d' % i for i in range(10)]
     for tag in tags:
-        app.record(tag)
+        (app.arecord if int(tag[1:]) % 2 else app.record)(tag)
     daemon.wait_until(lambda: all(app.recorded(tag) for tag in tags),
                       message='not every task ran')
     pool_pids = set(daemon.pool_pids())
@@ -54,7 +56,8 @@ def test_delayed_task_runs(app, start_daemon):
     (('-k', 'thread', '-w', '8'), 1),
     (('--processes', '2', '-k', 'thread', '-w', '3'), 2),
     (('-k', 'greenlet', '-w', '20'), 1),
-], ids=['process-4', 'thread-8', 'thread-3x2', 'greenlet-20'])
+    (('-k', 'asyncio', '-w', '100'), 1),
+], ids=['process-4', 'thread-8', 'thread-3x2', 'greenlet-20', 'asyncio-100'])
 def test_process_tree(app, start_daemon, args, pools):
     daemon = start_daemon(app, *args)
     daemon.wait_ready(pools)
@@ -129,11 +132,14 @@ def test_second_sigint_escalates_to_fast_stop(app, start_daemon):
     daemon.wait_no_leftovers()
 
 
-@pytest.mark.parametrize('worker_type', ['thread', 'process', 'greenlet'])
-def test_sigterm_interrupts_requeues_and_next_start_reruns(app, start_daemon, worker_type):
+@pytest.mark.parametrize('worker_type, task', [
+    ('thread', 'slow_once'), ('process', 'slow_once'), ('greenlet', 'slow_once'),
+    ('asyncio', 'slow_once'), ('asyncio', 'aslow_once'), ('thread', 'aslow_once'),
+    ('process', 'aslow_once'), ('greenlet', 'aslow_once')])
+def test_sigterm_interrupts_requeues_and_next_start_reruns(app, start_daemon, worker_type, task):
     daemon = start_daemon(app, '-k', worker_type, '-w', '1')
     daemon.wait_ready(1)
-    result = app.slow_once('a', 60)
+    result = getattr(app, task)('a', 60)
     daemon.wait_until(lambda: app.count('start', 'a'))
     [(_, task_pid)] = app.events('start', 'a')
     sent = time.monotonic()

@@ -39,12 +39,18 @@ def wait_past_recovery(daemon, app, tag, runs):
     daemon.wait_until(lambda: app.recorded('last') or too_many(), timeout=30)
 
 
-@pytest.mark.parametrize('storage', ['sqlite', 'file', 'redis', 'postgres'])
-def test_task_of_a_killed_pool_runs_again_after_its_lease(make_app, start_daemon, storage):
+# (storage, worker type, task): a plain task in a process worker, an async one on a loop.
+KILLED = [(storage, 'process', 'slow_once') for storage in ('sqlite', 'file', 'redis', 'postgres')]
+KILLED += [(storage, 'asyncio', 'aslow_once') for storage in ('sqlite', 'redis', 'postgres')]
+
+
+@pytest.mark.parametrize('storage, worker_type, task', KILLED)
+def test_task_of_a_killed_pool_runs_again_after_its_lease(make_app, start_daemon, storage,
+                                                          worker_type, task):
     app = make_app(storage)
-    daemon = start_daemon(app, '-k', 'process', '-w', '1', *LEASE)
+    daemon = start_daemon(app, '-k', worker_type, '-w', '1', *LEASE)
     daemon.wait_ready(1)
-    app.slow_once('a', 60)
+    getattr(app, task)('a', 60)
     daemon.wait_until(lambda: app.count('start', 'a') == 1)
     claim_probe(app)
     (pool,) = daemon.pool_pids()
@@ -57,14 +63,21 @@ def test_task_of_a_killed_pool_runs_again_after_its_lease(make_app, start_daemon
     wait_until(lambda: app.huey.storage.claimed_items() == {} and app.pending() == 0)
 
 
-@pytest.mark.parametrize('storage', ['sqlite', 'file', 'redis', 'postgres'])
-def test_sigterm_hands_claims_back_at_once_without_duplicates(make_app, start_daemon, storage):
+# (storage, worker type, task): asyncio cancels an async task, abandons a plain one's thread.
+HANDED_BACK = [(storage, 'thread', 'slow') for storage in ('sqlite', 'file', 'redis', 'postgres')]
+HANDED_BACK += [('sqlite', 'asyncio', 'slow'), ('sqlite', 'asyncio', 'aslow'),
+                ('redis', 'asyncio', 'aslow'), ('postgres', 'asyncio', 'aslow')]
+
+
+@pytest.mark.parametrize('storage, worker_type, task', HANDED_BACK)
+def test_sigterm_hands_claims_back_at_once_without_duplicates(make_app, start_daemon, storage,
+                                                              worker_type, task):
     app = make_app(storage)
     # The seed's old advice: re-enqueue in a SIGNAL_INTERRUPTED handler. It must not double.
-    daemon = start_daemon(app, '-k', 'thread', '-w', '2', *LEASE,
+    daemon = start_daemon(app, '-k', worker_type, '-w', '2', *LEASE,
                           env={'HUEYD_TEST_SEED_REQUEUE': '1'})
     daemon.wait_ready(1)
-    first, second = app.slow('a', 60), app.slow('b', 60)
+    first, second = getattr(app, task)('a', 60), getattr(app, task)('b', 60)
     daemon.wait_until(lambda: app.count('start', 'a') and app.count('start', 'b'))
     daemon.send(signal.SIGTERM)
     assert daemon.wait(15) == 0

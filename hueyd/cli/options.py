@@ -190,12 +190,13 @@ OPTIONS = [
            help='write log records as readable text lines or as one JSON object per line'),
 
     Option('workers', '-w', Int(1), 1, WORK, metavar='N',
-           help='number of workers: threads or greenlets in each pool process, '
-                'or pool processes for worker type process'),
-    Option('worker_type', '-k', Choice('thread', 'process', 'greenlet'), 'thread', WORK,
-           help='what a worker is: a thread, a process or a greenlet (greenlets need gevent)'),
+           help='number of workers: threads or greenlets in each pool process, tasks each '
+                'asyncio pool runs at once, or pool processes for worker type process'),
+    Option('worker_type', '-k', Choice('thread', 'process', 'greenlet', 'asyncio'), 'thread',
+           WORK, help='what a worker is: a thread, a process, a greenlet (greenlets need '
+                      'gevent) or a coroutine on an event loop (asyncio)'),
     Option('processes', None, Int(1), 1, WORK, metavar='N',
-           help='number of pool processes for the thread and greenlet worker types; '
+           help='number of pool processes for the thread, greenlet and asyncio worker types; '
                 'not used for process, where each worker is a pool process'),
     Option('max_tasks', None, Int(1), None, WORK, metavar='N',
            help='replace a pool process after it has run this many tasks (default: never)'),

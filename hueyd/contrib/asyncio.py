@@ -1,27 +1,17 @@
 """huey's ``huey.contrib.asyncio``: await a task's result from a coroutine.
 
-The result is polled, with a growing delay, without blocking the event loop
-between reads (each read is one short storage call).
+These are huey's names for ``await result`` (``Result.aget``): the event loop runs
+on while the result is awaited, and where the storage can wait for a result to land
+(Redis, PostgreSQL) nothing polls (see hueyd.result).
 """
-import asyncio
-import time
-
-from hueyd.exceptions import ResultTimeout
 
 
 async def aget_result(result, backoff=1.15, max_delay=1.0, preserve=False, timeout=None):
     """The value of ``result`` (a Result) once its task has run; raises TaskException if
     the task failed, ResultTimeout after ``timeout`` seconds when given."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    delay = 0.01
-    while not result.is_ready(preserve=preserve):
-        if deadline is not None and time.monotonic() >= deadline:
-            raise ResultTimeout('%s: no result after %ss' % (result.task, timeout))
-        await asyncio.sleep(delay)
-        delay = min(delay * backoff, max_delay)
-    return result.get(preserve=preserve)
+    return await result.aget(timeout, backoff, max_delay, preserve=preserve)
 
 
 async def aget_result_group(group, *args, **kwargs):
-    """The values of every Result in ``group`` (a ResultGroup), awaited together."""
-    return await asyncio.gather(*(aget_result(result, *args, **kwargs) for result in group))
+    """The values of every Result in ``group`` (a ResultGroup), in order."""
+    return [await aget_result(result, *args, **kwargs) for result in group]

@@ -29,6 +29,7 @@ import sys
 import time
 
 from hueyd.daemon import logs
+from hueyd.daemon.aio import AsyncioPool
 from hueyd.daemon.app import AppImportError, load_app
 from hueyd.daemon.child import MASTER_SIGNALS, Child, exit_code_description
 from hueyd.daemon.deaths import Death
@@ -297,7 +298,8 @@ class Master:
         else:
             heartbeat = Heartbeat(workers_per_pool(self.config))
             deaths = tuple(self.deaths.get(slot, ()))
-            child = Pool(self.config, heartbeat, self.pid, slot.index, pool_count(self.config),
+            pool = AsyncioPool if self.config.worker_type == 'asyncio' else Pool
+            child = pool(self.config, heartbeat, self.pid, slot.index, pool_count(self.config),
                          self.app, deaths)
         pid = self.fork(child)
         record = ChildRecord(pid, slot, self.generation, heartbeat, time.monotonic(), deaths=deaths)

@@ -100,7 +100,7 @@ class Pool(Child):
         if not self.claims:
             logger.warning('%s cannot claim messages: a task running when this pool dies is '
                            'lost (at-most-once delivery)', type(self.huey.storage).__name__)
-        self.huey.storage.reserve_connections(self.workers + 2)  # + the fetcher and the heartbeat
+        self.huey.storage.reserve_connections(self.connections())
         self.settle_deaths()
         self.reporter = PoolReporter(self)
         logs.log_finished_tasks(self.huey)
@@ -111,12 +111,19 @@ class Pool(Child):
         self.heartbeat.mark_booted()
         logger.info('pool %d/%d ready: %d %s worker(s)', self.index + 1, self.count,
                     self.workers, self.config.worker_type)
+        self.run_workers()
+        self.reporter.close()
+        return 0
+
+    def connections(self):
+        """Storage connections this pool may use at once: a worker's, the fetcher's, the heartbeat's."""
+        return self.workers + 2
+
+    def run_workers(self):
         if self.in_main_thread:
             self.run_in_main_thread()
         else:
             self.run_threads()
-        self.reporter.close()
-        return 0
 
     def settle_deaths(self):
         """Count the crashes of the tasks that killed the pools before this one (hueyd.daemon.deaths)."""
@@ -288,22 +295,39 @@ class Pool(Child):
             return exc
 
     def run_message(self, number, message):
-        huey, receipt, data, task = self.huey, message.receipt, message.data, message.task
+        admitted = self.admit(number, message)
+        if admitted is None:
+            return
+        task, receipt = admitted
+        try:
+            self.huey.execute(task, revocations=message.batch.fresh_revocations(),
+                              interrupt=Interrupted)
+        except Interrupted:
+            raise
+        except BaseException as exc:  # a hook's sys.exit() too: the worker must go on
+            if not self.execute_failed(number, task, receipt, exc):
+                return
+        self.finish(number, task, receipt)
+
+    def admit(self, number, message):
+        """Make ``message`` the task of worker ``number``: ``(task, receipt)``, or None when
+        it is not to run (it cannot be decoded, or an at_most_once start failed)."""
+        receipt, data, task = message.receipt, message.data, message.task
         if isinstance(task, Exception):
             self.bury(receipt, data, 'cannot run this message: %s: %s' % (type(task).__name__, task))
-            return
+            return None
         if task.at_most_once:
             if not self.begin_at_most_once(task, receipt, data):
-                return
+                return None
             receipt = None
         self.current[number] = (task, time.monotonic(), receipt, data)
         self.heartbeat.running(number, task.id)
-        try:
-            huey.execute(task, revocations=message.batch.fresh_revocations(),
-                         interrupt=Interrupted)
-        except Interrupted:
-            raise
-        except huey.storage.transient_errors as exc:
+        return task, receipt
+
+    def execute_failed(self, number, task, receipt, exc):
+        """``Huey.execute`` raised ``exc`` (the task's own errors it keeps): True when the
+        task is done with all the same, False when it went back to the queue."""
+        if isinstance(exc, self.huey.storage.transient_errors):
             # The storage went away while the task was being handled, perhaps before it
             # ran at all (the revocation check): never acknowledge it, hand it back.
             logger.warning('storage unavailable while handling %s (%s); it goes back on '
@@ -311,14 +335,17 @@ class Pool(Child):
             del self.current[number]
             self.heartbeat.running(number, None)
             self.release(receipt)
-            return
-        except BaseException as exc:  # a hook's sys.exit() too: the worker must go on
-            logger.exception('internal error while running %s', task)
-            self.event(EVENT_ERROR_INTERNAL, task, exception=exc)
+            return False
+        logger.error('internal error while running %s', task, exc_info=exc)
+        self.event(EVENT_ERROR_INTERNAL, task, exception=exc)
+        return True
+
+    def finish(self, number, task, receipt):
+        """Worker ``number`` is done with ``task``: acknowledge it (in the write batch)."""
         del self.current[number]
         self.heartbeat.running(number, None)
         if receipt is None:
-            self.patiently('clear the at-most-once record', huey.storage.remove_dead_letters,
+            self.patiently('clear the at-most-once record', self.huey.storage.remove_dead_letters,
                            ['running.' + task.id])
         self.ack(receipt)
         with self._lock:
