@@ -240,9 +240,11 @@ class PostgresServer:
         import psycopg
         self.log_path = os.path.join(self.directory, 'postgres.log')
         with open(self.log_path, 'ab') as log:
-            subprocess.run([os.path.join(self.bin, 'initdb'), '-D', self.data, '-U', 'postgres',
-                            '--auth=trust', '--no-sync', '--no-locale', '-E', 'UTF8'],
-                           stdout=log, stderr=subprocess.STDOUT, check=True, **self.user)
+            if not os.path.exists(self.data):  # a start after halt() keeps the data
+                subprocess.run([os.path.join(self.bin, 'initdb'), '-D', self.data, '-U',
+                                'postgres', '--auth=trust', '--no-sync', '--no-locale', '-E',
+                                'UTF8'], stdout=log, stderr=subprocess.STDOUT, check=True,
+                               **self.user)
             self.process = subprocess.Popen(
                 [os.path.join(self.bin, 'postgres'), '-D', self.data, '-p', str(self.port),
                  '-h', '127.0.0.1', '-k', self.directory, '-c', 'fsync=off',
@@ -280,7 +282,13 @@ class PostgresServer:
         return 'postgres (%s) %s; its log ends with:\n%s' % (self.bin, what, tail)
 
     def stop(self, timeout=10):
-        """A fast shutdown (SIGINT: clients are disconnected), then the folder goes."""
+        """halt(), then the folder goes."""
+        self.halt(timeout)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def halt(self, timeout=10):
+        """A fast shutdown (SIGINT: clients are disconnected, what was committed is
+        written out); start() runs it again on the same port and data."""
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGINT)
@@ -289,7 +297,6 @@ class PostgresServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self):
         return self.start()

@@ -226,7 +226,17 @@ class PostgresStorage(Claims, DeadLetters, Events, NodeState, WriteBatching, Bas
         with conn.transaction():
             # Two processes creating one table at once would clash on its catalog row.
             conn.execute('SELECT pg_advisory_xact_lock(%s)', (_lock_id(self.table_prefix),))
-            conn.execute(self._sql(BASE_SCHEMA if schema == 'base' else DELIVERY_SCHEMA))
+            for statement in self._sql(BASE_SCHEMA if schema == 'base'
+                                       else DELIVERY_SCHEMA).split(';'):
+                # Even as a no-op, CREATE INDEX locks its table against writes until the
+                # transaction ends: each new process would stall every worker behind the
+                # writes in flight. So an index that exists is left out.
+                index = re.match(r'\s*CREATE INDEX IF NOT EXISTS (\w+)', statement)
+                if index and conn.execute('SELECT to_regclass(%s) IS NOT NULL',
+                                          (index.group(1),)).fetchone()[0]:
+                    continue
+                if statement.strip():
+                    conn.execute(statement)
             if schema == 'base':
                 for table, column, kind in ADDED_COLUMNS:
                     table = self._sql(table)

@@ -8,7 +8,9 @@ Every run prints one line of figures, visible without ``-s``::
   a pool process is killed with SIGKILL every 300 ms, the master is killed with
   SIGKILL once (and a new daemon started), Redis is restarted once and the
   master gets 20 SIGHUPs in 2 seconds.
-* ``test_sqlite_chaos``: the same on SQLite, without the Redis restart.
+* ``test_postgres_chaos``: the same on a dedicated PostgreSQL, restarted (a fast
+  shutdown, then a start on the same data) where Redis is.
+* ``test_sqlite_chaos``: the same on SQLite, without the restart.
 * ``test_bad_messages_become_dead_letters``: 1,000 malformed, unsigned,
   forged or unknown-task messages mixed into 1,000 good ones.
 
@@ -20,9 +22,10 @@ is bounded by time; a failure gives the figures, a timeline, the missing
 numbers, the daemons' errors counted by kind and their log tails.
 
 The pool killed every 300 ms is a random one of those holding a claim (a
-task in hand), found through ``claimed_items()``: a pool still importing the
-app is never the victim, as killing those only trips the master's crash-loop
-backoff. So how many kills 5,000 tasks leave room for depends on the machine's
+task in hand), found through ``claimed_items()``, when at least two do: a pool
+still importing the app is never the victim, as killing those only trips the
+master's crash-loop backoff, and the last pool at work is spared (see
+``Chaos.victims``). So how many kills 5,000 tasks leave room for depends on the machine's
 speed: a run goes on until MIN_POOL_KILLS were made, adding tasks whenever the
 queue runs low (a fast machine), within the last stage's time limit.
 ``CHAOS_VERBOSE=1`` also prints each run's timeline.
@@ -39,7 +42,7 @@ import pytest
 
 from daemon_harness import App, start_daemon  # noqa: F401 (start_daemon: a fixture)
 from hueyd import SignedSerializer
-from support import RedisServer
+from support import PostgresServer, RedisServer
 
 pytestmark = pytest.mark.chaos
 
@@ -56,7 +59,7 @@ POOL_KILL_EVERY = 0.3           # seconds between two kill -9 of a pool
 MIN_POOL_KILLS = 10             # the run goes on, with more tasks, until that many were made
 TOP_UP = 200                    # tasks added at a time meanwhile, when the queue runs low
 SIGHUPS, SIGHUP_SPAN = 20, 2.0  # that many reloads within that many seconds
-REDIS_DOWN_FOR = 1.0            # seconds Redis stays stopped during its restart
+STORAGE_DOWN_FOR = 1.0          # seconds the storage's server stays stopped in its restart
 STAGE_TIMEOUT = 60              # seconds a stage of the run may take
 DRAIN_TIMEOUT = 60              # seconds for the last tasks, leases and recoveries
 STALL_AFTER = 5 * LEASE_TIMEOUT # no task ran that long, and nothing is left to run: lost
@@ -102,7 +105,7 @@ class ChaosApp(App):
             self.env['CHAOS_SECRET'] = secret
         self.module = self._load()
         self.huey = self.module.huey
-        if url.startswith('redis'):
+        if url.startswith(('redis', 'postgres')):
             self.huey.storage.blocking = False
         self._offset = 0
         self._runs = collections.Counter()
@@ -145,7 +148,7 @@ class Chaos:
         self.next_kill = None
         self.figures = collections.Counter()
         self.timeline = []  # 'seconds since the start, what happened (tasks done by then)'
-        self.redis = None
+        self.restart = None  # (stop, start) of the storage's server, to restart it once
         self.numbers = ()   # the task numbers this run expects to see run
 
     @property
@@ -195,15 +198,22 @@ class Chaos:
         through lease recovery), and it spares pools still importing the app:
         killing those only exercises the master's crash-loop backoff, which then
         starves the run. Empty while the storage cannot be read.
+
+        Empty too while only one pool holds claims: the kill would leave no pool
+        working until a new one has booted, and when booting takes longer than the
+        kill interval (PostgreSQL pools import psycopg after the fork, over a
+        second on a loaded 2-core machine) every new pool would be killed as soon
+        as it claims, and the run would measure boot times instead of delivery.
         """
         try:
             # Worker ids are "<host>:<pid>".
             working = {int(worker.rsplit(':', 1)[1])
                        for worker in self.app.huey.storage.claimed_items()}
-        except Exception:  # Redis is down
+        except Exception:  # the storage is down
             return []
-        return [proc for proc, title in self.daemon.descendants()
-                if proc.pid in working and title.startswith('hueyd: pool')]
+        pools = [proc for proc, title in self.daemon.descendants()
+                 if proc.pid in working and title.startswith('hueyd: pool')]
+        return pools if len(pools) > 1 else []
 
     def pace(self, seconds):
         """Let ``seconds`` pass, killing pools on schedule meanwhile."""
@@ -284,13 +294,14 @@ class Chaos:
         except Exception:
             return {}
 
-    def restart_redis(self):
-        self.redis.stop()
+    def restart_storage(self):
+        stop, start = self.restart
+        stop()
         try:
-            self.pace(REDIS_DOWN_FOR)
+            self.pace(STORAGE_DOWN_FOR)
         finally:
-            self.redis.start()
-        self.figures['redis_restarts'] += 1
+            start()
+        self.figures['storage_restarts'] += 1
 
     def sighups(self):
         for _ in range(SIGHUPS):
@@ -361,13 +372,14 @@ def chunks(numbers, parts):
     return [numbers[i:i + size] for i in range(0, len(numbers), size)]
 
 
-def run_chaos(app, start_daemon, capsys, storage_name, redis=None):
+def run_chaos(app, start_daemon, capsys, storage_name, restart=None):
     """5,000 tasks in four stages; between stages, with a stage's tasks in flight:
-    kill -9 the master, restart Redis (when given), 20 SIGHUPs in 2 seconds.
+    kill -9 the master, restart the storage's server (``restart``: its stop and start
+    functions, when given), 20 SIGHUPs in 2 seconds.
     Pools are killed every POOL_KILL_EVERY seconds throughout."""
     seed = random.randrange(1 << 30)
     chaos = Chaos(app, start_daemon, seed)
-    chaos.redis = redis
+    chaos.restart = restart
     numbers = chaos.numbers = list(range(TASKS))  # grows with the tasks added at the end
     stages = chunks(numbers, 4)
     enqueued = 0
@@ -411,9 +423,9 @@ def run_chaos(app, start_daemon, capsys, storage_name, redis=None):
     chaos.note('stage 2 half done')
 
     enqueue(stages[2])
-    if redis is not None:
-        chaos.restart_redis()
-        chaos.note('redis restarted')
+    if restart is not None:
+        chaos.restart_storage()
+        chaos.note('%s restarted' % storage_name)
         chaos.run_until(halfway_through_last_stage, STAGE_TIMEOUT, 'stage 3 half done', stall=True)
         chaos.note('stage 3 half done')
 
@@ -440,9 +452,9 @@ def run_chaos(app, start_daemon, capsys, storage_name, redis=None):
     dead = len(app.huey.dead_letters())
     figures = chaos.figures
     banner(capsys, 'chaos: storage=%s tasks=%d lost=%d duplicates=%d orphans=%d dead_letters=%d '
-           'pool_kills=%d master_kills=%d redis_restarts=%d sighups=%d seconds=%.1f seed=%d' % (
+           'pool_kills=%d master_kills=%d storage_restarts=%d sighups=%d seconds=%.1f seed=%d' % (
                storage_name, len(numbers), len(lost), duplicates, len(orphans), dead,
-               figures['pool_kills'], figures['master_kills'], figures['redis_restarts'],
+               figures['pool_kills'], figures['master_kills'], figures['storage_restarts'],
                figures['sighups'], time.monotonic() - chaos.started, seed))
     if os.environ.get('CHAOS_VERBOSE'):
         banner(capsys, 'chaos:   %s' % '; '.join(chaos.timeline))
@@ -466,7 +478,26 @@ def persistent_redis():
 def test_redis_chaos(tmp_path, persistent_redis, start_daemon, capsys):
     app = ChaosApp(tmp_path, persistent_redis.url)
     try:
-        run_chaos(app, start_daemon, capsys, 'redis', redis=persistent_redis)
+        run_chaos(app, start_daemon, capsys, 'redis',
+                  restart=(persistent_redis.stop, persistent_redis.start))
+    finally:
+        app.huey.storage.close()
+
+
+@pytest.fixture
+def restartable_postgres():
+    """A PostgreSQL of its own (the test restarts it); its fast shutdown keeps every
+    committed transaction."""
+    with PostgresServer() as server:
+        yield server
+
+
+# restartable_postgres before start_daemon: the daemons are torn down before the server.
+def test_postgres_chaos(tmp_path, restartable_postgres, start_daemon, capsys):
+    app = ChaosApp(tmp_path, restartable_postgres.dsn)
+    try:
+        run_chaos(app, start_daemon, capsys, 'postgres',
+                  restart=(restartable_postgres.halt, restartable_postgres.start))
     finally:
         app.huey.storage.close()
 
