@@ -113,6 +113,23 @@ def test_a_recorder_writes_to_its_own_database(huey, db, tmp_path):
     other_db.close()
 
 
+def test_stored_stats_read_what_the_pools_recorded_in_the_storage(huey):
+    from hueyd.taskstats import Recorder
+    recorder = Recorder(huey)  # what every daemon pool installs
+
+    @huey.task()
+    def add(a, b):
+        return a + b
+
+    for i in range(3):
+        huey.execute(add.s(i, i))
+    recorder.flush()
+    stored = stats_mod.StoredStats(huey)
+    assert [(row['task'], row['executed'], row['completed'], row['errors'])
+            for row in stored.task_breakdown()] == [('add', 3, 3, 0)]
+    assert stored.overview()['completed'] == 3
+
+
 def test_without_peewee_the_error_says_what_to_install():
     code = ("import sys; sys.modules['peewee'] = None\n"
             "import hueyd.contrib.stats\n")

@@ -152,3 +152,29 @@ def test_forged_post_is_refused_and_a_script_argument_is_text(make_app, dashboar
     wait_for(lambda: app.huey.is_revoked(queued.id))
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, 'tr.revoked'))
     screenshot(browser, 'dashboard-queue.png')
+
+
+def test_statistics_page_shows_the_storages_figures_of_every_task(
+        make_app, start_daemon, dashboard, browser):
+    from hueyd.taskstats import collect
+    app = make_app('sqlite')
+    daemon = start_daemon(app, '-w', '2')
+    daemon.wait_ready(1)
+    for i in range(3):
+        app.record('s%d' % i)
+    app.sync_feed('https://example.com/feed')
+    daemon.wait_until(lambda: sum(row['hour']['runs'] for row in collect(app.huey.storage)['tasks'])
+                      == 4, message='the statistics did not reach the storage')
+    url = dashboard(app)
+
+    browser.get(url + '/stats')
+    rows = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, 'table.stats tbody tr'))
+    cells = {row.find_element(By.TAG_NAME, 'td').text: [cell.text for cell in row.find_elements(
+        By.TAG_NAME, 'td')] for row in rows}
+    assert cells['record'][1:4] == ['3', '0', '0'] and cells['record'][7:10] == ['3', '0', '0']
+    assert cells['sync_feed'][1:4] == ['1', '1', '0']
+    screenshot(browser, 'dashboard-stats.png')
+
+    browser.get(url + '/')
+    wait(browser, lambda d: 'from the statistics the storage keeps' in d.find_element(
+        By.TAG_NAME, 'main').text, 'the chart does not say it comes from the storage')

@@ -18,7 +18,7 @@ from hueyd.exceptions import ConfigurationError
 from hueyd.storage import (BaseStorage, FileStorage, MemoryStorage, PostgresStorage,
                            PriorityRedisStorage, RedisStorage, SqliteStorage, storage_from_url)
 from hueyd.storage.protocols import (Claims, Counters, DataStore, DeadLetters, Events, NodeState,
-                                     Queue, Schedule, WriteBatching)
+                                     Queue, Schedule, Stats, WriteBatching)
 from hueyd.storage import CySqliteStorage, PriorityRedisExpireStorage, RedisExpireStorage
 from support import make_storage, wait_until
 from conftest import SHARED_STORAGE_KINDS, STORAGE_KINDS, url_for
@@ -419,13 +419,14 @@ def test_flush_all(storage):
 # --- the declared contract (the table in hueyd/storage/base.py) -------------
 
 EVERY_PROTOCOL = (Queue, Schedule, DataStore, Counters, Claims, DeadLetters, Events, NodeState,
-                  WriteBatching)
+                  WriteBatching, Stats)
 
 
 def test_each_storage_supports_what_it_declares(storage):
-    events = not isinstance(storage, (FileStorage, SqlStorage))
+    events = stats = not isinstance(storage, (FileStorage, SqlStorage))
     batches = not isinstance(storage, (MemoryStorage, FileStorage, SqlStorage))
-    assert [storage.supports(p) for p in EVERY_PROTOCOL] == [True] * 6 + [events, True, batches]
+    assert [storage.supports(p) for p in EVERY_PROTOCOL] == \
+        [True] * 6 + [events, True, batches, stats]
     assert storage.supports_events is events
 
 
@@ -448,7 +449,7 @@ def test_a_storage_that_leaves_out_a_required_method_names_it():
 
 def test_what_a_storage_answers_for_the_optional_protocols_it_does_not_declare():
     storage = BaseStorage('bare')
-    assert [storage.supports(p) for p in EVERY_PROTOCOL] == [True] * 4 + [False] * 5
+    assert [storage.supports(p) for p in EVERY_PROTOCOL] == [True] * 4 + [False] * 6
     assert not storage.supports_events
     for call in (storage.listener, lambda: iter(storage)):
         with pytest.raises(ConfigurationError) as info:
@@ -463,6 +464,84 @@ def test_what_a_storage_answers_for_the_optional_protocols_it_does_not_declare()
         pass
     storage.flush_batch(wait=True)
     storage.end_batch()
+
+
+# --- task statistics (the Stats protocol) -------------------------------------
+
+# The kinds that declare Stats (test_each_storage_supports_what_it_declares checks the rest).
+STATS_KINDS = ['memory', 'sqlite', 'redis', 'postgres', 'redis-expire', 'priority-redis-expire',
+               'cysqlite']
+
+
+@pytest.fixture(params=STATS_KINDS)
+def stats_kind(request):
+    return request.param
+
+
+@pytest.fixture
+def stats_storage(stats_kind, opener, queue_name):
+    storage = opener(stats_kind, queue_name)
+    yield storage
+    storage.flush_all()
+    storage.close()
+
+
+def this_minute():
+    return int(time.time()) // 60
+
+
+def test_stats_are_added_up_per_minute_and_task_keeping_the_largest_max(stats_storage):
+    now = this_minute()
+    stats_storage.add_stats({(now, 'app.add'): {'runs': 2, 'sum': 0.5, 'max': 0.4, 'le=0.5': 2},
+                             (now - 1, 'app.add'): {'runs': 1, 'failures': 1, 'max': 3.0}})
+    stats_storage.add_stats({(now, 'app.add'): {'runs': 1, 'sum': 0.25, 'max': 0.25, 'le=0.5': 1},
+                             (now, 'odd|name with spaces'): {'retries': 1}})
+    assert stats_storage.read_stats(now - 1) == {
+        (now, 'app.add'): {'runs': 3, 'sum': 0.75, 'max': 0.4, 'le=0.5': 3},
+        (now - 1, 'app.add'): {'runs': 1, 'failures': 1, 'max': 3.0},
+        (now, 'odd|name with spaces'): {'retries': 1}}
+    assert set(stats_storage.read_stats(now)) == {(now, 'app.add'), (now, 'odd|name with spaces')}
+
+
+def test_stats_past_the_retention_are_forgotten(stats_storage):
+    now = this_minute()
+    too_old = now - stats_storage.stats_retention // 60 - 2
+    stats_storage.add_stats({(too_old, 'old'): {'runs': 1}, (now, 'new'): {'runs': 1}})
+    stats_storage.add_stats({(now, 'new'): {'runs': 1}})  # the SQL storages prune as they add
+    assert stats_storage.read_stats(0) == {(now, 'new'): {'runs': 2}}
+    stats_storage.flush_all()
+    assert stats_storage.read_stats(0) == {}
+
+
+def test_stats_are_shared_by_instances_of_one_queue_only(stats_kind, opener, queue_name):
+    if stats_kind == 'memory':
+        pytest.skip('memory is private to its instance')
+    first, second, other = (opener(stats_kind, name)
+                            for name in (queue_name, queue_name, queue_name + '-other'))
+    try:
+        now = this_minute()
+        first.add_stats({(now, 'app.add'): {'runs': 1, 'max': 1.0}})
+        second.add_stats({(now, 'app.add'): {'runs': 1, 'max': 2.0}})
+        assert first.read_stats(now) == {(now, 'app.add'): {'runs': 2, 'max': 2.0}}
+        assert other.read_stats(now) == {}
+        other.flush_stats()
+        assert second.read_stats(now) == {(now, 'app.add'): {'runs': 2, 'max': 2.0}}
+    finally:
+        for storage in (first, other):
+            storage.flush_all()
+        for storage in (first, second, other):
+            storage.close()
+
+
+def test_redis_keeps_a_minute_of_stats_for_the_retention(redis_server, queue_name):
+    storage = RedisStorage(queue_name, url=redis_server.url)
+    try:
+        storage.add_stats({(this_minute(), 'app.add'): {'runs': 1}})
+        [key] = storage.conn.keys(storage.stats_prefix + '*')
+        assert 0 < storage.conn.ttl(key) <= storage.stats_retention == 25 * 3600
+    finally:
+        storage.flush_all()
+        storage.close()
 
 
 # --- storage_from_url ------------------------------------------------------
@@ -780,9 +859,12 @@ def test_postgres_tables_only_when_asked(prefixed):
     assert pg_tables(admin, prefix) == [prefix + t for t in ('_counter', '_kv', '_schedule',
                                                              '_task')]
     storage.initialize_schema(delivery=True)
-    assert len(pg_tables(admin, prefix)) == 9
+    assert len(pg_tables(admin, prefix)) == 10
     storage.enqueue(b'm')
     assert [data for _, data in storage.claim('w')] == [b'm']
+    now = this_minute()
+    storage.add_stats({(now, 'add'): {'runs': 1}})
+    assert storage.read_stats(0) == {(now, 'add'): {'runs': 1}}
 
 
 def test_postgres_takes_over_tables_made_by_huey(prefixed):

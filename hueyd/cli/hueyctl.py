@@ -8,6 +8,7 @@
     revoke ID [--once] | restore ID            skip a task by its id, or undo that
     flush queue|schedule|results|locks [--yes] delete, after asking
     info [--json]                              queue, schedule and result counts, task names
+    stats [--json]                             runs, failures, retries, p50/p95/max per task
     check-config FILE | check-config [hueyd options]   validate as hueyd would (exit 78 if bad)
     ping [--port PORT] [--address ADDRESS]     ask a daemon's /healthz and /readyz (exit 1 if bad)
 
@@ -347,6 +348,15 @@ def cmd_info(args, app_path, huey):
     return EX_OK
 
 
+# -- stats ---------------------------------------------------------------------------------
+
+def cmd_stats(args, app_path, huey):
+    from hueyd.taskstats import collect, format_stats
+    report = collect(huey.storage)
+    _out(json.dumps(report, sort_keys=True) if args.json else format_stats(report))
+    return EX_OK if report['stats'] else EX_FAILED
+
+
 # -- ping ----------------------------------------------------------------------------------
 
 def probe_address(args):
@@ -469,6 +479,10 @@ def build_parser():
 
     info = command('info', cmd_info, 'queue, schedule and result counts, and the task names')
     info.add_argument('--json', action='store_true', help='print JSON for scripts')
+
+    stats = command('stats', cmd_stats, 'per task: runs, failures, retries and p50/p95/max '
+                    'duration over the last hour and 24 hours, from every node')
+    stats.add_argument('--json', action='store_true', help='print JSON for scripts')
 
     from hueyd.dashboard.command import add_command as add_dashboard  # imports no web library
     add_dashboard(command, Failure)

@@ -10,6 +10,10 @@ rows are scoped by ``huey.name``, so several queues can share one database.
 Signals fire where a task runs, so enable it in a module the daemon imports:
 every pool process records its own tasks (a pool forked from a ``--preload``
 master starts its own writer).
+
+``StoredStats(huey)`` (hueyd.taskstats) answers the same summaries (``overview``,
+``task_breakdown``, ``throughput``, ``window_counts``) from the statistics hueyd's
+pools keep in the queue's storage: nothing to enable, every node, the last 25 hours.
 """
 import atexit
 import logging
@@ -25,6 +29,7 @@ except ImportError as exc:
                       "pip install 'hueyd[sql]'") from exc
 
 from hueyd import signals as S
+from hueyd.taskstats import StoredStats  # noqa: F401 (a reader of the storage's statistics)
 
 # huey's logger name, so a huey user's logging configuration still applies.
 logger = logging.getLogger('huey.stats')

@@ -37,6 +37,7 @@ from hueyd.metrics import count_tasks
 from hueyd.nodes import PoolReporter
 from hueyd.storage.patience import patiently
 from hueyd.storage.protocols import Claimed, Claims
+from hueyd.taskstats import Recorder
 
 logger = logging.getLogger('hueyd.daemon')
 
@@ -62,6 +63,7 @@ def workers_per_pool(config):
 class Pool(Child):
     kind = 'pool'
     reporter = None  # publishes this pool's state for hueyctl status, once the app is loaded
+    stats = None     # counts its tasks into the storage's statistics, once the app is loaded
 
     def __init__(self, config, heartbeat, master_pid, index, count, app=None, deaths=()):
         super().__init__(config, heartbeat, master_pid, app)
@@ -104,6 +106,7 @@ class Pool(Child):
         self.settle_deaths()
         self.reporter = PoolReporter(self)
         logs.log_finished_tasks(self.huey)
+        self.stats = Recorder(self.huey)  # hueyd.taskstats
         if self.config.metrics_port:
             count_tasks(self.huey, self.master_pid)  # Prometheus counters (hueyd.metrics)
         signal.signal(signal.SIGINT, lambda *_: self.stop('graceful stop requested'))
@@ -112,6 +115,7 @@ class Pool(Child):
         logger.info('pool %d/%d ready: %d %s worker(s)', self.index + 1, self.count,
                     self.workers, self.config.worker_type)
         self.run_workers()
+        self.stats.flush()
         self.reporter.close()
         return 0
 
@@ -462,6 +466,8 @@ class Pool(Child):
                           % (rss >> 20, max_memory >> 20))
         if self.reporter is not None:
             self.reporter.tick()
+        if self.stats is not None:
+            self.stats.tick()
 
     def describe(self):
         prefix = '%d/%d' % (self.index + 1, self.count)

@@ -31,8 +31,8 @@ from hueyd.events import ALL_EVENTS
 
 HERE = pathlib.Path(__file__).resolve().parent
 CSRF_COOKIE = 'hueyd_csrf'
-PAGES = {'overview': 'Overview', 'queue': 'Queue and schedule', 'dead-letters': 'Dead letters',
-         'events': 'Events', 'task': 'Task'}
+PAGES = {'overview': 'Overview', 'stats': 'Task statistics', 'queue': 'Queue and schedule',
+         'dead-letters': 'Dead letters', 'events': 'Events', 'task': 'Task'}
 
 
 def create_app(huey, app_path=None, *, auth=None, read_only=False, show_args=False,
@@ -109,11 +109,13 @@ def create_app(huey, app_path=None, *, auth=None, read_only=False, show_args=Fal
 
     routes = [
         Route('/', page('overview')),
+        Route('/stats', page('stats')),
         Route('/queue', page('queue')),
         Route('/dead-letters', page('dead-letters')),
         Route('/events', page('events')),
         Route('/task/{task_id}', page('task')),
         Route('/api/status', api(lambda request: data.status(huey, app_path, monitor))),
+        Route('/api/stats', api(lambda request: data.stats(huey))),
         Route('/api/messages', api(lambda request: data.messages(huey, show_args))),
         Route('/api/dead-letters', api(lambda request: data.dead_letters(huey))),
         Route('/api/events', api(events)),

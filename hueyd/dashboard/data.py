@@ -7,9 +7,11 @@ unpickled (see hueyd.deadletter).
 """
 import reprlib
 
+from hueyd import taskstats
 from hueyd.constants import EmptyData
 from hueyd.nodes import collect_status, read_nodes
 from hueyd.result import Error
+from hueyd.storage.protocols import Stats
 from hueyd.times import to_timestamp
 
 LIST_LIMIT = 200     # messages listed from the queue and from the schedule
@@ -44,11 +46,21 @@ def message(huey, task, show_args, revocations):
 
 
 def status(huey, app_path, monitor):
-    """``hueyctl status``'s figures, the chart of the last hour, and whether events are on."""
+    """``hueyctl status``'s figures, the chart of the last hour, and whether events are on.
+
+    The chart comes from the storage's statistics (every node's, kept across restarts)
+    when it keeps them (``chart_stored``), else from what this dashboard saw."""
     figures = collect_status(huey, app_path)
-    figures.update(chart=monitor.chart(), events_on=monitor.events_on,
+    stored = huey.storage.supports(Stats)
+    figures.update(chart=taskstats.chart(huey.storage) if stored else monitor.chart(),
+                   chart_stored=stored, events_on=monitor.events_on,
                    events_off_reason=monitor.events_off_reason)
     return figures
+
+
+def stats(huey):
+    """``hueyctl stats --json``: per task, the last hour's and the last 24 hours' figures."""
+    return taskstats.collect(huey.storage)
 
 
 def messages(huey, show_args, limit=LIST_LIMIT):

@@ -4,15 +4,19 @@ One background thread follows the event stream (when the Huey's events are on)
 into a ring of the newest ``KEEP`` events, counting failures per minute, and
 every ``SAMPLE_EVERY`` seconds adds the nodes' tasks per second (from their
 node-state records, so it works with events off) to the minute's average. Both
-are kept in this process only: they start empty when the dashboard starts.
+are kept in this process only: they start empty when the dashboard starts. A
+storage that keeps task statistics (hueyd.taskstats) has the chart's figures
+itself: the nodes are not sampled then.
 """
 import collections
 import logging
+import math
 import threading
 import time
 
 from hueyd.exceptions import ConfigurationError
 from hueyd.nodes import pool_rate, read_nodes
+from hueyd.storage.protocols import Stats
 
 logger = logging.getLogger('hueyd.dashboard')
 
@@ -34,6 +38,7 @@ class Monitor:
         self._stop = threading.Event()
         self._thread = None
         self._started = None           # the minute the thread started: nothing is known before
+        self._sampling = not huey.storage.supports(Stats)  # else the chart comes from the storage
 
     def start(self):
         """Start the thread (once). Called at ASGI startup and on every request too: the
@@ -86,7 +91,7 @@ class Monitor:
 
     def _run(self):
         listener = None
-        next_sample = 0.0
+        next_sample = 0.0 if self._sampling else math.inf
         failing = False
         while not self._stop.is_set():
             try:

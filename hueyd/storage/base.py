@@ -25,6 +25,7 @@ DeadLetters       messages that cannot run, with why          yes     yes     ye
 Events            consumer events, published and listened to  yes     yes     no    yes      yes
 NodeState         what each live process is doing (status)    yes     yes     yes   yes      yes
 WriteBatching     a pool's writes sent together               no      yes     no    yes      yes
+Stats             task statistics per minute, kept 25 hours   yes     yes     no    yes      yes
 ================  ==========================================  ======  ======  ====  =======  ========
 
 [1] RedisStorage (and PriorityRedisStorage) keeps revocations apart from the
@@ -38,7 +39,7 @@ writes sent at once).
 """
 import contextlib
 
-from hueyd.storage.protocols import Counters, DataStore, Events, Queue, Schedule
+from hueyd.storage.protocols import Counters, DataStore, Events, Queue, Schedule, Stats
 from hueyd.exceptions import ConfigurationError
 
 
@@ -69,12 +70,14 @@ class BaseStorage(Queue, Schedule, DataStore, Counters):
         return isinstance(self, protocol)
 
     def flush_all(self):
-        """Empty the queue, schedule, data store, counters and dead letters."""
+        """Empty the queue, schedule, data store, counters, dead letters and statistics."""
         self.flush_queue()
         self.flush_schedule()
         self.flush_results()
         self.flush_counters()
         self.remove_dead_letters([key for key, _ in self.dead_letters()])
+        if self.supports(Stats):
+            self.flush_stats()
 
     # --- what a storage answers for an optional protocol it does not declare ----
     # Huey, hueyctl and the metrics ask these of every storage without asking

@@ -13,10 +13,11 @@ from hueyd.constants import EmptyData
 from hueyd.times import unix_time
 from hueyd.storage.base import BaseStorage
 from hueyd.storage.listener import EventListener
-from hueyd.storage.protocols import Claimed, Claims, DeadLetters, Events, NodeState, text_key
+from hueyd.storage.protocols import (Claimed, Claims, DeadLetters, Events, NodeState, Stats,
+                                     add_figures, text_key)
 
 
-class MemoryStorage(Claims, DeadLetters, Events, NodeState, BaseStorage):
+class MemoryStorage(Claims, DeadLetters, Events, NodeState, Stats, BaseStorage):
     blocking = False
     shared = False
     #: Honours ``priority`` (see RedisStorage, which does not).
@@ -36,6 +37,7 @@ class MemoryStorage(Claims, DeadLetters, Events, NodeState, BaseStorage):
         self._dead = {}       # key -> record, in insertion order
         self._states = {}     # kind -> {key: (value, monotonic expiry)}
         self._events = _EventLog()
+        self._stats = {}      # (minute, task) -> {field: number}
 
     # --- queue -------------------------------------------------------------
     def enqueue(self, data, priority=None):
@@ -270,6 +272,23 @@ class MemoryStorage(Claims, DeadLetters, Events, NodeState, BaseStorage):
     def delete_state(self, kind, key):
         with self._lock:
             self._state_of(kind).pop(key, None)
+
+    # --- statistics ------------------------------------------------------------
+    def add_stats(self, figures):
+        oldest = int(time.time() - self.stats_retention) // 60
+        with self._lock:
+            for key, fields in figures.items():
+                add_figures(self._stats.setdefault(key, {}), fields)
+            for key in [key for key in self._stats if key[0] < oldest]:
+                del self._stats[key]
+
+    def read_stats(self, since):
+        with self._lock:
+            return {key: dict(fields) for key, fields in self._stats.items() if key[0] >= since}
+
+    def flush_stats(self):
+        with self._lock:
+            self._stats.clear()
 
 
 def _count(limit, items):

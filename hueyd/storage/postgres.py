@@ -13,11 +13,17 @@ queue ``name``, so queues share tables)::
     {p}_dead      id bigserial, queue, key, record bytea               dead letters
     {p}_state     queue, kind, key, value, expires_at                  node state
     {p}_event     id bigserial, queue, data, created                   events too big to notify
+    -- created on the first use of statistics:
+    {p}_stat      queue, minute, task, field, value float8             task statistics
 
 The first four are huey's PostgresStorage tables (hueyd adds the columns
 ``priority`` and ``expires_at`` to tables huey made), so a huey database can be
 taken over as it is. ``create_tables=False`` issues no DDL at all: create them
 with ``initialize_schema(delivery=True)`` once.
+
+Statistics (the Stats protocol): a row per queue, minute, task and field, added to
+with ``INSERT ... ON CONFLICT DO UPDATE``; each write deletes the minutes older than
+``stats_retention``.
 
 Concurrency: each thread has its own connection (in autocommit), and a forked
 process opens new ones. Dequeue and claim lock their rows with ``FOR UPDATE
@@ -40,7 +46,7 @@ from hueyd.times import unix_time
 from hueyd.storage.base import BaseStorage
 from hueyd.storage.batch import SharedBatch
 from hueyd.storage.listener import EventListener
-from hueyd.storage.protocols import (Claimed, Claims, DeadLetters, Events, NodeState,
+from hueyd.storage.protocols import (Claimed, Claims, DeadLetters, Events, NodeState, Stats,
                                      WriteBatching, text_key)
 
 BASE_SCHEMA = """
@@ -81,6 +87,14 @@ CREATE TABLE IF NOT EXISTS {p}_event (
     id bigserial PRIMARY KEY, queue text NOT NULL, data bytea NOT NULL,
     created float8 NOT NULL);
 """
+STATS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS {p}_stat (
+    queue text NOT NULL, minute bigint NOT NULL, task text NOT NULL, field text NOT NULL,
+    value float8 NOT NULL, PRIMARY KEY (queue, minute, task, field));
+"""
+SCHEMAS = {'base': BASE_SCHEMA, 'delivery': DELIVERY_SCHEMA, 'stats': STATS_SCHEMA}
+# The table whose existence tells that a schema was created (see _exists).
+FIRST_TABLES = {'delivery': '{p}_claim', 'stats': '{p}_stat'}
 # The database's clock, in unix seconds: one clock for every machine.
 NOW = 'extract(epoch FROM clock_timestamp())::float8'
 LIVE = '(expires_at IS NULL OR expires_at > %s)' % NOW
@@ -106,7 +120,7 @@ def _channel(prefix, kind, name):
     return channel
 
 
-class PostgresStorage(Claims, DeadLetters, Events, NodeState, WriteBatching, BaseStorage):
+class PostgresStorage(Claims, DeadLetters, Events, NodeState, Stats, WriteBatching, BaseStorage):
     priority = True
 
     def __init__(self, name='huey', dsn=None, connection=None, blocking=True, read_timeout=1,
@@ -215,6 +229,7 @@ class PostgresStorage(Claims, DeadLetters, Events, NodeState, WriteBatching, Bas
         self._create('base')
         if delivery:
             self._create('delivery')
+            self._create('stats')
 
     def _ensure(self, schema):
         if schema not in self._ready and self.create_tables:
@@ -226,8 +241,7 @@ class PostgresStorage(Claims, DeadLetters, Events, NodeState, WriteBatching, Bas
         with conn.transaction():
             # Two processes creating one table at once would clash on its catalog row.
             conn.execute('SELECT pg_advisory_xact_lock(%s)', (_lock_id(self.table_prefix),))
-            for statement in self._sql(BASE_SCHEMA if schema == 'base'
-                                       else DELIVERY_SCHEMA).split(';'):
+            for statement in self._sql(SCHEMAS[schema]).split(';'):
                 # Even as a no-op, CREATE INDEX locks its table against writes until the
                 # transaction ends: each new process would stall every worker behind the
                 # writes in flight. So an index that exists is left out.
@@ -249,10 +263,15 @@ class PostgresStorage(Claims, DeadLetters, Events, NodeState, WriteBatching, Bas
 
     def _delivery_exists(self):
         """Whether the delivery tables exist, without creating them (for flushes and reads)."""
-        if 'delivery' not in self._ready:
-            if not self._value('SELECT to_regclass(%s) IS NOT NULL', self._sql('{p}_claim')):
+        return self._exists('delivery')
+
+    def _exists(self, schema):
+        """Whether the tables of ``schema`` exist, without creating them."""
+        if schema not in self._ready:
+            if not self._value('SELECT to_regclass(%s) IS NOT NULL',
+                               self._sql(FIRST_TABLES[schema])):
                 return False
-            self._ready.add('delivery')
+            self._ready.add(schema)
         return True
 
     # --- statements --------------------------------------------------------------
@@ -602,6 +621,36 @@ class PostgresStorage(Claims, DeadLetters, Events, NodeState, WriteBatching, Bas
             return payload.encode('utf-8')
         data = self._value('SELECT data FROM {p}_event WHERE id = %s', int(payload[1:]))
         return data if data is not None else b'[]'  # trimmed before it was read
+
+    # --- statistics: a row per minute, task and field, deleted past the retention ----
+    def add_stats(self, figures):
+        self._ensure('stats')
+        rows = [(self.name, minute, task, field, float(value))
+                for (minute, task), fields in figures.items() for field, value in fields.items()]
+        with self.conn.transaction():
+            with self.conn.cursor() as cursor:
+                cursor.executemany(self._sql(
+                    'INSERT INTO {p}_stat (queue, minute, task, field, value) '
+                    'VALUES (%s, %s, %s, %s, %s) ON CONFLICT (queue, minute, task, field) '
+                    "DO UPDATE SET value = CASE WHEN {p}_stat.field = 'max' THEN "
+                    'GREATEST({p}_stat.value, excluded.value) '
+                    'ELSE {p}_stat.value + excluded.value END'), rows)
+            self._run('DELETE FROM {p}_stat WHERE queue = %s AND minute < '
+                      'floor((' + NOW + ' - %s) / 60)', self.name, self.stats_retention)
+
+    def read_stats(self, since):
+        if not self._exists('stats'):
+            return {}
+        figures = {}
+        for minute, task, field, value in self._rows(
+                'SELECT minute, task, field, value FROM {p}_stat WHERE queue = %s AND minute >= %s',
+                self.name, since):
+            figures.setdefault((minute, task), {})[field] = value
+        return figures
+
+    def flush_stats(self):
+        if self._exists('stats'):
+            self._run('DELETE FROM {p}_stat WHERE queue = %s', self.name)
 
     def flush_all(self):
         super().flush_all()

@@ -343,6 +343,40 @@ class NodeState:
         """Forget the state of ``key`` among ``kind`` (a clean exit)."""
 
 
+class Stats:
+    """Task statistics (hueyd.taskstats): numbers added up per minute, task and field.
+
+    A minute is a unix time // 60. Every field is a sum, except ``max``, which
+    keeps the largest number added. The figures are bounded: a storage forgets
+    the minutes older than ``stats_retention`` seconds by itself (by expiry, or
+    by deleting them as it adds new ones).
+    """
+    #: Seconds a minute's figures are kept: a day, and an hour's margin for the 24-hour
+    #: window (and for clocks that differ between machines).
+    stats_retention = 25 * 3600
+
+    @required
+    def add_stats(self, figures):
+        """Add ``{(minute, task): {field: number}}``, in one round trip."""
+
+    @required
+    def read_stats(self, since):
+        """``{(minute, task): {field: number}}`` of every minute from ``since`` on."""
+
+    @required
+    def flush_stats(self):
+        """Forget every figure."""
+
+
+def add_figures(into, fields):
+    """Add ``fields`` to the dict ``into`` as add_stats() does: a sum, but the larger ``max``."""
+    for field, value in fields.items():
+        if field == 'max':
+            into[field] = max(into.get(field, value), value)
+        else:
+            into[field] = into.get(field, 0) + value
+
+
 class WriteBatching:
     """Group commit: the writes of a pool's workers go out together.
 

@@ -36,6 +36,10 @@ underscores, unless ``clean_name=False``):
     every node agrees); ``recover`` returns the claims of lapsed workers.
 ``hueyd.<name>.dead``
     hash of dead letters; ``hueyd.<name>.dead.order`` lists their keys in order.
+``hueyd.<name>.stats.<minute>``
+    task statistics of one minute (unix time // 60): a sorted set whose members are
+    ``<field>|<task>`` scored by their number (ZINCRBY adds, ZADD GT keeps a ``max``);
+    it expires ``stats_retention`` (25 h) after its last write. Needs Redis 6.2.
 
 In a Redis Cluster (``cluster=True``, ``redis+cluster://``) the name is a hash tag,
 ``hueyd.{<name>}.queue`` and so on, so every key of a queue (the claim keys the
@@ -56,7 +60,7 @@ from hueyd.storage import redis_ha
 from hueyd.storage.base import BaseStorage
 from hueyd.storage.batch import SharedBatch
 from hueyd.storage.listener import EventListener
-from hueyd.storage.protocols import (Claimed, Claims, DeadLetters, Events, NodeState,
+from hueyd.storage.protocols import (Claimed, Claims, DeadLetters, Events, NodeState, Stats,
                                      WriteBatching, text_key)
 from hueyd.times import unix_time
 
@@ -266,7 +270,7 @@ return {}
 """
 
 
-class RedisStorage(Claims, DeadLetters, Events, NodeState,
+class RedisStorage(Claims, DeadLetters, Events, NodeState, Stats,
                    WriteBatching, BaseStorage):
     #: False: messages come out in FIFO order whatever their priority.
     priority = False
@@ -336,6 +340,7 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
         self.wake_key = prefix + 'queue.wake'
         self.dead_key = prefix + 'dead'
         self.dead_order_key = prefix + 'dead.order'
+        self.stats_prefix = prefix + 'stats.'
 
         self._add_with_seq = self.conn.register_script(ADD_WITH_SEQ)
         self._read_schedule = self.conn.register_script(READ_SCHEDULE)
@@ -802,6 +807,39 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState,
         pipe.zrem(expiries, key)
         pipe.execute()
 
+    # --- statistics: a sorted set per minute -------------------------------------------
+    def add_stats(self, figures):
+        keys = set()
+        pipe = self.conn.pipeline(transaction=False)
+        for (minute, task), fields in figures.items():
+            key = '%s%d' % (self.stats_prefix, minute)
+            keys.add(key)
+            for field, value in fields.items():
+                member = '%s|%s' % (field, task)
+                if field == 'max':
+                    pipe.zadd(key, {member: value}, gt=True)
+                else:
+                    pipe.zincrby(key, value, member)
+        for key in keys:
+            pipe.expire(key, self.stats_retention)
+        pipe.execute()
+
+    def read_stats(self, since):
+        last = int(time.time()) // 60 + 1  # a node whose clock is a little ahead
+        minutes = range(max(since, last - self.stats_retention // 60), last + 1)
+        pipe = self.conn.pipeline(transaction=False)
+        for minute in minutes:
+            pipe.zrange('%s%d' % (self.stats_prefix, minute), 0, -1, withscores=True)
+        figures = {}
+        for minute, members in zip(minutes, pipe.execute()):
+            for member, value in members:
+                field, _, task = member.decode().partition('|')
+                figures.setdefault((minute, task), {})[field] = value
+        return figures
+
+    def flush_stats(self):
+        self._delete_prefixed(self.stats_prefix.encode())
+
 
 class PriorityRedisStorage(RedisStorage):
     """Honours ``priority``: the queue is a sorted set (needs Redis 5 or later).
@@ -921,6 +959,8 @@ class _RedisBatch:
     def __init__(self, pipe):
         self.pipe = pipe
         self.events = []  # published as one message when the batch is sent
+
+
 
 
 def _one_message(events):

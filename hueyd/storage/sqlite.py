@@ -27,7 +27,7 @@ from hueyd.exceptions import ConfigurationError
 from hueyd.storage.base import BaseStorage
 from hueyd.storage.batch import SharedBatch
 from hueyd.storage.listener import EventListener
-from hueyd.storage.protocols import (Claimed, Claims, DeadLetters, Events, NodeState,
+from hueyd.storage.protocols import (Claimed, Claims, DeadLetters, Events, NodeState, Stats,
                                      WriteBatching, text_key)
 from hueyd.times import unix_time
 
@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS hueyd_dead (
     record BLOB NOT NULL,
     UNIQUE (name, key));
 """
-# The tables of events and node state are created on first use only (see
+# The tables of events, node state and statistics are created on first use only (see
 # SqliteStorage._conn_with).
 EVENTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS hueyd_events (
@@ -92,6 +92,18 @@ CREATE TABLE IF NOT EXISTS hueyd_state (
     expires_at REAL NOT NULL,
     PRIMARY KEY (name, kind, key));
 """
+STATS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS hueyd_stats (
+    name TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    task TEXT NOT NULL,
+    field TEXT NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (name, minute, task, field)) WITHOUT ROWID;
+"""
+ADD_STATS = ('INSERT INTO hueyd_stats (name, minute, task, field, value) VALUES (?, ?, ?, ?, ?) '
+             'ON CONFLICT (name, minute, task, field) DO UPDATE SET value = CASE '
+             "WHEN field = 'max' THEN max(value, excluded.value) ELSE value + excluded.value END")
 # Messages in the queue that no worker has claimed yet.
 UNCLAIMED = 'name = ? AND claimed_by IS NULL'
 
@@ -153,7 +165,7 @@ class _Connection(sqlite3.Connection):
         return self.cursor().executescript(script)
 
 
-class SqliteStorage(Claims, DeadLetters, Events, NodeState,
+class SqliteStorage(Claims, DeadLetters, Events, NodeState, Stats,
                     WriteBatching, BaseStorage):
     blocking = False
     priority = True
@@ -548,6 +560,27 @@ class SqliteStorage(Claims, DeadLetters, Events, NodeState,
     def delete_state(self, kind, key):
         self._conn_with(STATE_SCHEMA).execute(
             'DELETE FROM hueyd_state WHERE name = ? AND kind = ? AND key = ?', (self.name, kind, key))
+
+    # --- statistics: a row per minute, task and field, deleted past the retention ----
+    def add_stats(self, figures):
+        rows = [(self.name, minute, task, field, value)
+                for (minute, task), fields in figures.items() for field, value in fields.items()]
+        conn = self._conn_with(STATS_SCHEMA)
+        with self._immediate():
+            conn.executemany(ADD_STATS, rows)
+            conn.execute('DELETE FROM hueyd_stats WHERE name = ? AND minute < ?',
+                         (self.name, int(time.time() - self.stats_retention) // 60))
+
+    def read_stats(self, since):
+        figures = {}
+        for minute, task, field, value in self._conn_with(STATS_SCHEMA).execute(
+                'SELECT minute, task, field, value FROM hueyd_stats WHERE name = ? AND minute >= ?',
+                (self.name, since)).fetchall():
+            figures.setdefault((minute, task), {})[field] = value
+        return figures
+
+    def flush_stats(self):
+        self._conn_with(STATS_SCHEMA).execute('DELETE FROM hueyd_stats WHERE name = ?', (self.name,))
 
 
 class CySqliteStorage(SqliteStorage):

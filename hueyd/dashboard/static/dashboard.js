@@ -78,6 +78,13 @@
     return Math.floor(s / 86400) + 'd' + pad(Math.floor(s % 86400 / 3600)) + 'h';
   }
 
+  // A task's duration in the statistics: 4ms, 1.25s, 4m05s.
+  function seconds(s) {
+    if (s === null || s === undefined) return '-';
+    if (s < 1) return Math.round(s * 1000) + 'ms';
+    return s < 60 ? s.toFixed(2) + 's' : duration(s);
+  }
+
   function size(bytes) {
     return bytes === null || bytes === undefined ? '-' : Math.round(bytes / 1048576) + 'M';
   }
@@ -229,14 +236,47 @@
         figure('workers busy', s.workers_busy + '/' + s.workers),
         figure('tasks/s (last minute)', s.tasks_per_second.toFixed(2)));
       if (changed('chart', s.chart)) {
-        fill(history, el('h2', {}, 'The last hour'), chart(s.chart), el('p', {class: 'muted'},
-          'Line: tasks per second, sampled from the nodes every 10 s; bars: failures per minute, from the events',
-          s.events_on === false ? ' (events are off: ' + s.events_off_reason + ')' : '',
-          '. Kept by this dashboard since it started.'));
+        fill(history, el('h2', {}, 'The last hour'), chart(s.chart), el('p', {class: 'muted'}, s.chart_stored
+          ? ['Line: tasks per second; bars: failures per minute; of every node, from the statistics the storage keeps. ',
+            el('a', {href: ROOT + '/stats'}, 'Per task')]
+          : ['Line: tasks per second, sampled from the nodes every 10 s; bars: failures per minute, from the events',
+            s.events_on === false ? ' (events are off: ' + s.events_off_reason + ')' : '',
+            '. Kept by this dashboard since it started (this storage keeps no statistics).']));
       }
       if (!s.node_state) fill(nodes, el('p', {class: 'muted'}, 'This storage keeps no node state: nodes are not shown.'));
       else if (!s.nodes.length) fill(nodes, el('p', {class: 'muted'}, 'No hueyd node is running on this storage.'));
       else fill(nodes, el('h2', {}, 'Nodes'), s.nodes.map(nodeView));
+    });
+  }
+
+  // -- task statistics ------------------------------------------------------------------
+
+  function windowCells(w) {
+    return [el('td', {class: 'num'}, w.runs), el('td', {class: 'num' + (w.failures ? ' bad' : '')}, w.failures),
+      el('td', {class: 'num'}, w.retries), el('td', {class: 'num'}, seconds(w.p50)),
+      el('td', {class: 'num'}, seconds(w.p95)), el('td', {class: 'num'}, seconds(w.max))];
+  }
+
+  function stats() {
+    const list = el('div');
+    fill(main, el('h2', {}, 'Task statistics'), list);
+    every(10000, async () => {
+      const r = await api('/api/stats');
+      if (!changed('stats', r)) return;
+      if (!r.stats) {
+        fill(list, el('p', {class: 'muted'}, r.storage + ' keeps no task statistics.'));
+        return;
+      }
+      const figures = ['Runs', 'Failures', 'Retries', 'p50', 'p95', 'Max'];
+      fill(list, r.tasks.length ? el('table', {class: 'stats'},
+        el('thead', {},
+          el('tr', {}, el('th', {rowspan: 2}, 'Task'), el('th', {colspan: 6}, 'Last hour'), el('th', {colspan: 6}, 'Last 24 hours')),
+          el('tr', {}, figures.concat(figures).map((h) => el('th', {}, h)))),
+        el('tbody', {}, r.tasks.map((t) => el('tr', {}, el('td', {}, t.task), windowCells(t.hour), windowCells(t.day)))))
+        : el('p', {class: 'muted'}, 'No task has run in the last 24 hours.'),
+      el('p', {class: 'muted'}, 'Of every node, kept by the storage for ', Math.round(r.retention / 3600),
+        ' hours. Runs: tasks that returned or failed; retries: failed runs that will run again. ',
+        'p50 and p95 are estimated from the buckets of the duration histogram; the max is exact.'));
     });
   }
 
@@ -396,5 +436,5 @@
     const id = e.target.elements.id.value.trim();
     if (id) location.href = ROOT + '/task/' + encodeURIComponent(id);
   });
-  ({overview: overview, queue: queue, 'dead-letters': deadLetters, events: events, task: task})[body.dataset.page]();
+  ({overview: overview, stats: stats, queue: queue, 'dead-letters': deadLetters, events: events, task: task})[body.dataset.page]();
 })();
