@@ -121,12 +121,16 @@ class Deployment:
 
 
 class Cluster(Deployment):
-    """Three masters, each serving a third of the slots; no replicas."""
+    """Three masters, each serving a third of the slots; no replicas.
 
-    def __init__(self, masters=3):
+    ``settings``: more lines for every node's config file, where a later line wins (the
+    chaos suite's ``appendonly yes`` lets a node restart with its data).
+    """
+
+    def __init__(self, masters=3, settings=()):
         super().__init__()
         self.nodes = [self.server(['cluster-enabled yes', 'cluster-config-file nodes.conf',
-                                   'cluster-node-timeout 5000'], port=cluster_port())
+                                   'cluster-node-timeout 5000', *settings], port=cluster_port())
                       for _ in range(masters)]
 
     @property
@@ -161,6 +165,13 @@ class Cluster(Deployment):
     def node_serving(self, slot):
         share = SLOTS // len(self.nodes) + 1
         return self.nodes[slot // share]
+
+    def restart(self, node):
+        """Start a killed node again, on its port, data and nodes.conf; returns once every
+        node says the cluster is whole (a master that comes back refuses commands with
+        CLUSTERDOWN for its first two seconds)."""
+        node.start().wait_ready()
+        wait_until(self.ready, timeout=20, message='the cluster did not come back')
 
 
 class Sentinels(Deployment):
@@ -201,6 +212,24 @@ class Sentinels(Deployment):
     def view(self, sentinel):
         with sentinel.client() as client:
             return client.sentinel_master(SERVICE)
+
+    def rejoin(self, timeout=30):
+        """After self.master.kill(): wait until the sentinels have promoted the replica, then
+        start the killed server again as a replica of the new master, and return once it is
+        in sync. ``master`` and ``replica`` then name their new roles.
+
+        Started as a master it would serve an empty data set (it keeps none) until the
+        sentinels demoted it, eight seconds or more later; started as a replica, as an
+        administrator would, it syncs at once and WAIT has a replica to count again.
+        """
+        wait_until(lambda: self.master_port() == self.replica.port, timeout,
+                   message='the sentinels did not promote the replica')
+        self.master, self.replica = self.replica, self.master
+        with open(self.replica.config, 'a') as f:
+            f.write('replicaof 127.0.0.1 %d\n' % self.master.port)
+        self.replica.start().wait_ready()
+        wait_until(lambda: self.replica.info('replication')['master_link_status'] == 'up',
+                   timeout, message='the old master did not sync as a replica')
 
     def master_port(self):
         """The master's port, as the first sentinel that answers names it."""

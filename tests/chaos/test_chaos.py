@@ -10,6 +10,14 @@ Every run prints one line of figures, visible without ``-s``::
   master gets 20 SIGHUPs in 2 seconds.
 * ``test_postgres_chaos``: the same on a dedicated PostgreSQL, restarted (a fast
   shutdown, then a start on the same data) where Redis is.
+* ``test_sentinel_chaos``: the same on Redis Sentinel (a master, a replica, three
+  sentinels), where the restart is a failover: the master is killed with SIGKILL, the
+  sentinels promote the replica, and the killed server comes back as its replica. The
+  test enqueues with ``wait_replicas=1``, without which a failover may lose enqueues
+  already acknowledged (docs/redis-ha.md).
+* ``test_cluster_chaos``: the same on a Redis Cluster of three masters (without
+  replicas) that keep their data (AOF, fsync always), where the restart is a SIGKILL
+  of the master serving the queue's slot, and a start on its port, data and nodes.conf.
 * ``test_sqlite_chaos``: the same on SQLite, without the restart.
 * ``test_bad_messages_become_dead_letters``: 1,000 malformed, unsigned,
   forged or unknown-task messages mixed into 1,000 good ones.
@@ -42,6 +50,7 @@ import pytest
 
 from daemon_harness import App, start_daemon  # noqa: F401 (start_daemon: a fixture)
 from hueyd import SignedSerializer
+from redis_ha_support import Cluster, Sentinels
 from support import PostgresServer, RedisServer
 
 pytestmark = pytest.mark.chaos
@@ -500,6 +509,46 @@ def test_postgres_chaos(tmp_path, restartable_postgres, start_daemon, capsys):
                   restart=(restartable_postgres.halt, restartable_postgres.start))
     finally:
         app.huey.storage.close()
+
+
+@pytest.fixture
+def failing_sentinels():
+    """A Sentinel deployment of its own: the test kills its master."""
+    with Sentinels() as deployment:
+        yield deployment
+
+
+# failing_sentinels before start_daemon: the daemons are torn down before the servers.
+def test_sentinel_chaos(tmp_path, failing_sentinels, start_daemon, capsys):
+    app = ChaosApp(tmp_path, failing_sentinels.url)
+    # An enqueue returns once the replica has it, so the failover keeps it.
+    app.huey.storage.wait_replicas = 1
+    try:
+        run_chaos(app, start_daemon, capsys, 'sentinel',
+                  restart=(failing_sentinels.master.kill, failing_sentinels.rejoin))
+    finally:
+        app.huey.storage.close()
+
+
+@pytest.fixture
+def persistent_cluster():
+    """A Redis Cluster of its own (the test restarts a node) whose nodes keep their data:
+    AOF, fsync always."""
+    with Cluster(settings=['appendonly yes', 'appendfsync always']) as deployment:
+        yield deployment
+
+
+# persistent_cluster before start_daemon: the daemons are torn down before the servers.
+def test_cluster_chaos(tmp_path, persistent_cluster, start_daemon, capsys):
+    app = ChaosApp(tmp_path, persistent_cluster.url)
+    storage = app.huey.storage
+    node = persistent_cluster.node_serving(
+        storage.conn.execute_command('CLUSTER KEYSLOT', storage.queue_key))
+    try:
+        run_chaos(app, start_daemon, capsys, 'cluster',
+                  restart=(node.kill, lambda: persistent_cluster.restart(node)))
+    finally:
+        storage.close()
 
 
 def test_sqlite_chaos(tmp_path, start_daemon, capsys):
