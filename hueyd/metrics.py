@@ -152,7 +152,7 @@ class NodeCollector:
                         storage.queue_size()),
                        ('hueyd_schedule_size', 'Messages waiting in the schedule for their time',
                         storage.schedule_size()),
-                       ('hueyd_dead_letters', 'Dead letters kept', len(storage.dead_letters()))]
+                       ('hueyd_dead_letters', 'Dead letters kept', storage.dead_letter_count())]
             pools = [pool for pool in decode_records(storage.states(POOL))
                      if pool.get('node') == self.node]
         except Exception as exc:

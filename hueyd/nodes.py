@@ -250,7 +250,7 @@ def collect_status(huey, app=None):
         'storage': type(storage).__name__,
         'queued': huey.pending_count(),
         'scheduled': huey.scheduled_count(),
-        'dead_letters': len(storage.dead_letters()),
+        'dead_letters': storage.dead_letter_count(),
         'results': huey.result_count(),
         'node_state': nodes is not None,
         'nodes': nodes or [],

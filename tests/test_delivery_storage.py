@@ -148,10 +148,11 @@ def test_dead_letters(store):
     store.add_dead_letter('k1', b'one')
     store.add_dead_letter('k2', b'two')
     assert store.dead_letters() == [('k1', b'one'), ('k2', b'two')]
+    assert store.dead_letter_count() == 2
     assert store.remove_dead_letters(['k1', 'missing']) == 1
-    assert store.dead_letters() == [('k2', b'two')]
+    assert (store.dead_letters(), store.dead_letter_count()) == ([('k2', b'two')], 1)
     store.flush_all()
-    assert store.dead_letters() == []
+    assert (store.dead_letters(), store.dead_letter_count()) == ([], 0)
 
 
 def test_revocations_are_kept_read_and_used_up(store):

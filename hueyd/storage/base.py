@@ -107,6 +107,9 @@ class BaseStorage(Queue, Schedule, DataStore, Counters):
     def dead_letters(self):
         return []
 
+    def dead_letter_count(self):
+        return 0
+
     def remove_dead_letters(self, keys):
         return 0
 

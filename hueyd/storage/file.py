@@ -428,6 +428,9 @@ class FileStorage(Claims, DeadLetters, NodeState, BaseStorage):
             records = [self._record(self._in('dead', name)) for name in self._names('dead')]
         return [(key.decode(), value) for key, value, _ in records]
 
+    def dead_letter_count(self):
+        return len(os.listdir(self._in('dead')))
+
     def remove_dead_letters(self, keys):
         with self.lock:
             names = self._dead_names()

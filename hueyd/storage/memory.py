@@ -248,6 +248,9 @@ class MemoryStorage(Claims, DeadLetters, Events, NodeState, Stats, BaseStorage):
         with self._lock:
             return list(self._dead.items())
 
+    def dead_letter_count(self):
+        return len(self._dead)
+
     def remove_dead_letters(self, keys):
         with self._lock:
             return sum(self._dead.pop(key, None) is not None for key in keys)

@@ -554,6 +554,11 @@ class PostgresStorage(Claims, DeadLetters, Events, NodeState, Stats, WriteBatchi
         return [tuple(row) for row in self._rows(
             'SELECT key, record FROM {p}_dead WHERE queue = %s ORDER BY id', self.name)]
 
+    def dead_letter_count(self):
+        if not self._delivery_exists():
+            return 0
+        return self._value('SELECT count(*) FROM {p}_dead WHERE queue = %s', self.name)
+
     def remove_dead_letters(self, keys):
         keys = list(keys)
         if not keys or not self._delivery_exists():

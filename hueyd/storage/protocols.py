@@ -282,6 +282,10 @@ class DeadLetters:
     def dead_letters(self):
         """Every dead letter as ``(key, record)``, oldest first."""
 
+    def dead_letter_count(self):
+        """How many dead letters there are (the status and the metrics ask it often)."""
+        return len(self.dead_letters())
+
     @required
     def remove_dead_letters(self, keys):
         """Delete these dead letters; returns how many existed."""

@@ -775,6 +775,10 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState, Stats,
         records = self.conn.hmget(self.dead_key, keys)
         return [(key.decode(), record) for key, record in zip(keys, records) if record is not None]
 
+    def dead_letter_count(self):
+        # The hash, not the order list: a key added again is pushed onto the list twice.
+        return self.conn.hlen(self.dead_key)
+
     def remove_dead_letters(self, keys):
         keys = list(keys)
         if not keys:

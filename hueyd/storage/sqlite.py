@@ -535,6 +535,9 @@ class SqliteStorage(Claims, DeadLetters, Events, NodeState, Stats,
     def dead_letters(self):
         return self._rows('SELECT key, record FROM hueyd_dead WHERE name = ? ORDER BY id', self.name)
 
+    def dead_letter_count(self):
+        return self._value('SELECT COUNT(*) FROM hueyd_dead WHERE name = ?', self.name)
+
     def remove_dead_letters(self, keys):
         removed = 0
         for key in keys:

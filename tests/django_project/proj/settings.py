@@ -3,7 +3,8 @@
 DJANGO_DEBUG=1 turns DEBUG on (and with it huey's immediate mode);
 DJANGO_HUEY_INSTANCE=1 makes settings.HUEY an instance instead of a dict;
 DJANGO_HUEY_CLASS and DJANGO_HUEY_WORKERS replace those two settings (to test errors);
-DJANGO_HUEY_APP=djhuey installs the app under huey's name, hueyd.contrib.djhuey.
+DJANGO_HUEY_APP=djhuey installs the app under huey's name, hueyd.contrib.djhuey;
+DJANGO_DASHBOARD=1 adds Django's admin and hueyd's dashboard in it (tests/test_django_dashboard.py).
 """
 import os
 
@@ -41,3 +42,20 @@ if os.environ.get('DJANGO_HUEY_APP') == 'djhuey':
     INSTALLED_APPS = ['hueyd.contrib.djhuey', 'shop']
 # Django's task framework (shop/jobs.py), run by hueyd.
 TASKS = {'default': {'BACKEND': 'hueyd.contrib.djhuey.tasks_backend.HueyBackend'}}
+
+# Django's admin, with hueyd's dashboard as a section of it; proj/urls.py, proj/asgi.py.
+if os.environ.get('DJANGO_DASHBOARD') == '1':
+    INSTALLED_APPS = ['django.contrib.admin', 'django.contrib.auth', 'django.contrib.contenttypes',
+                      'django.contrib.sessions', 'django.contrib.messages', *INSTALLED_APPS,
+                      'hueyd.contrib.djhuey.dashboard']
+    MIDDLEWARE = ['django.contrib.sessions.middleware.SessionMiddleware',
+                  'django.middleware.csrf.CsrfViewMiddleware',
+                  'django.contrib.auth.middleware.AuthenticationMiddleware',
+                  'django.contrib.messages.middleware.MessageMiddleware']
+    ROOT_URLCONF = 'proj.urls'
+    PASSWORD_HASHERS = ['django.contrib.auth.hashers.MD5PasswordHasher']  # fast logins: a test
+    TEMPLATES = [{'BACKEND': 'django.template.backends.django.DjangoTemplates', 'APP_DIRS': True,
+                  'OPTIONS': {'context_processors': [
+                      'django.template.context_processors.request',
+                      'django.contrib.auth.context_processors.auth',
+                      'django.contrib.messages.context_processors.messages']}}]
