@@ -187,7 +187,7 @@ def test_version_and_did_you_mean(command):
 
 
 def test_a_mistyped_command_gets_a_suggestion():
-    done = subprocess.run([sys.executable, '-m', 'hueyd.cli.hueyctl', 'stauts'],
+    done = subprocess.run([sys.executable, '-m', 'hueyd.cli.hueyctl', 'statuss'],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "(did you mean 'status'?)" in done.stderr
 

@@ -13,7 +13,20 @@ from hueyd.metrics import DURATION_BUCKETS
 from hueyd.storage.protocols import Stats
 from hueyd.taskstats import (BUCKETS, Recorder, StoredStats, chart, collect, describe,
                              format_stats, quantile)
+from conftest import url_for
 from ops_support import add_test_tasks, ctl
+from support import make_huey
+
+# The conftest storage kinds whose storage keeps statistics (files and SqlStorage keep none).
+STATS_KINDS = ['memory', 'sqlite', 'redis', 'postgres']
+
+
+@pytest.fixture(params=STATS_KINDS)
+def stats_huey(request, tmp_path, queue_name):
+    huey = make_huey(queue_name, url_for(request.param, request, tmp_path))
+    yield huey
+    huey.flush()
+    huey.storage.close()
 
 
 def run_all(huey, limit=50):
@@ -72,9 +85,8 @@ def test_real_runs_are_counted_on_every_storage_that_keeps_stats(huey):
     assert stored.overview()['error_rate'] == 2 / 6
 
 
-def test_figures_of_many_flushes_and_threads_add_up(huey):
-    if not huey.storage.supports(Stats):
-        pytest.skip('%s keeps no statistics' % type(huey.storage).__name__)
+def test_figures_of_many_flushes_and_threads_add_up(stats_huey):
+    huey = stats_huey
     recorder = Recorder(huey)
 
     @huey.task()
@@ -162,9 +174,8 @@ def test_hueyctl_stats_says_when_the_storage_keeps_none(make_app):  # noqa: F811
     assert (code, out.strip()) == (1, 'FileStorage keeps no task statistics')
 
 
-def test_runs_are_written_together_by_a_flush_not_one_by_one(huey):
-    if not huey.storage.supports(Stats):
-        pytest.skip('%s keeps no statistics' % type(huey.storage).__name__)
+def test_runs_are_written_together_by_a_flush_not_one_by_one(stats_huey):
+    huey = stats_huey
     recorder = Recorder(huey)
 
     @huey.task()
