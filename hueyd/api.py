@@ -363,10 +363,14 @@ class Huey:
         Returns the task's return value (None when it did not run or failed).
         With events on, the events of the whole call are published together at its end.
         """
-        if self._emitter is None:
+        emitter = self._emitter
+        if emitter is None:
             return self.executor.execute(task, timestamp, revocations, interrupt)
-        with self._emitter.batch():
+        emitter.begin()  # not a with block: a generator-based one costs a no-op task 2 us
+        try:
             return self.executor.execute(task, timestamp, revocations, interrupt)
+        finally:
+            emitter.end()
 
     async def aexecute(self, task, timestamp=None, revocations=None, interrupt=None):
         """``execute`` for an ``async def`` task (``task.is_async``), awaited on the running

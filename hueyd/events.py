@@ -16,12 +16,12 @@ Cost: the events of one ``Huey.execute()`` call are buffered (per thread, or per
 greenlet under gevent) and published in one storage call when it returns;
 events sent outside ``execute()`` are published at once.
 """
-import contextlib
 import json
 import logging
 import threading
 import time
 import traceback
+from json.encoder import c_make_encoder, encode_basestring_ascii
 
 from hueyd import signals as S
 from hueyd.times import to_timestamp
@@ -85,10 +85,17 @@ ALL_EVENTS = tuple(sorted(set(SIGNAL_EVENTS.values()) | {
 
 _ENCODER = json.JSONEncoder(default=str, separators=(',', ':'))  # built once: json.dumps
 # builds an encoder on every call that passes options
+# JSONEncoder.encode() still makes a C encoder per call; this one is made once (None where
+# the json module lacks its C speedups), with the options above and no circular check:
+# an event is a flat dict.
+_C_ENCODER = c_make_encoder and c_make_encoder(
+    None, str, encode_basestring_ascii, None, ':', ',', False, False, True)
 
 
 def encode(event):
-    return _ENCODER.encode(event).encode()
+    if _C_ENCODER is None:
+        return _ENCODER.encode(event).encode()
+    return ''.join(_C_ENCODER(event, 0)).encode()
 
 
 class EventEmitter:
@@ -142,22 +149,22 @@ class EventEmitter:
             self._publish([data])
         return event
 
-    @contextlib.contextmanager
-    def batch(self):
-        """Buffer this thread's events inside the block and publish them together at its
-        end (``Huey.execute`` runs in one; they nest: the outermost one publishes)."""
+    def begin(self):
+        """Buffer this thread's events until the matching ``end()``, which publishes them
+        together (``Huey.execute`` calls both; they nest: the outermost end() publishes)."""
         local = self._local
-        local.depth = getattr(local, 'depth', 0) + 1
-        if local.depth == 1:
+        depth = getattr(local, 'depth', 0)
+        if not depth:
             local.buffer = []
-        try:
-            yield
-        finally:
-            local.depth -= 1
-            if local.depth == 0:
-                buffer, local.buffer = local.buffer, None
-                if buffer:
-                    self._publish(buffer)
+        local.depth = depth + 1
+
+    def end(self):
+        local = self._local
+        local.depth -= 1
+        if not local.depth:
+            buffer, local.buffer = local.buffer, None
+            if buffer:
+                self._publish(buffer)
 
     def _publish(self, batch):
         # Events are a report: failing to publish one must never fail a task.

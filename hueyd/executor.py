@@ -69,7 +69,10 @@ class Executor:
         self.signals = signals
         self.pre_execute = pre_execute
         self.post_execute = post_execute
-        self.running = {}       # task -> monotonic start, for notify_interrupted()
+        # id(task) -> (task, monotonic start), for notify_interrupted(): by identity, which
+        # costs no Task.__hash__ call, and two equal tasks (one message delivered twice)
+        # running at once do not share an entry.
+        self.running = {}
         self.running_lock = threading.Lock()
         # fn(task) -> a context manager entered around each run, and all that follows it
         # in this thread (the result, a retry, the next stage): hueyd.tracing's span.
@@ -92,7 +95,9 @@ class Executor:
     def runs_now(self, task, timestamp, revocations):
         """True when the task is due; else it is scheduled (early) or skipped (revoked, expired)."""
         huey = self.huey
-        timestamp = timestamp or huey.now()
+        # Only an eta or an expiry needs the time now (is_revoked reads it when it must).
+        if task.eta is not None or task.expires_resolved is not None:
+            timestamp = timestamp or huey.now()
         if not huey.ready_to_run(task, timestamp):
             huey.add_schedule(task)
         elif huey.is_revoked(task, timestamp, peek=False, snapshot=revocations):
@@ -161,7 +166,7 @@ class Executor:
     def call(self, task, interrupt, started):
         """Call the task's function: ``(value, exception, retry_eta)``."""
         with self.running_lock:
-            self.running[task] = started
+            self.running[id(task)] = task, started
         try:
             # The task's own writes (a subtask it enqueues and waits for) go out at once.
             with timeout_context(task), self.huey.storage.unbatched():
@@ -170,12 +175,12 @@ class Executor:
             return self.caught(task, exc, interrupt, started)
         finally:
             with self.running_lock:
-                self.running.pop(task, None)
+                self.running.pop(id(task), None)
 
     async def acall(self, task, interrupt, started):
         """``call`` for an async task: awaits its coroutine, under its deadline."""
         with self.running_lock:
-            self.running[task] = started
+            self.running[id(task)] = task, started
         try:
             with timeout_context(task):
                 coroutine = task.coroutine()
@@ -187,7 +192,7 @@ class Executor:
             return self.caught(task, exc, interrupt, started)
         finally:
             with self.running_lock:
-                self.running.pop(task, None)
+                self.running.pop(id(task), None)
 
     def caught(self, task, exc, interrupt, started):
         """What the task's exception means: ``(None, exception, retry_eta)``.
@@ -344,6 +349,6 @@ class Executor:
         with self.running_lock:
             interrupted, self.running = self.running, {}
         now = time.monotonic()
-        for task, started in interrupted.items():
+        for task, started in interrupted.values():
             self.signals.send(S.SIGNAL_INTERRUPTED, task, outcome=Outcome(duration=now - started))
-        return list(interrupted)
+        return [task for task, _ in interrupted.values()]

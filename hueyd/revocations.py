@@ -49,17 +49,19 @@ class Revocations:
 
     def is_revoked(self, task, timestamp=None, peek=True, snapshot=None):
         """See ``Huey.is_revoked``."""
+        if snapshot is not None and not snapshot:
+            return False  # nothing is revoked at all: the usual case, and a claim tells it
         huey, storage = self.huey, self.huey.storage
         keys = self.keys(task)
         if snapshot is None:
             values = storage.read_revocations(keys)
         else:
             values = [snapshot.get(key, EmptyData) for key in keys]
-        timestamp = timestamp or now(huey.utc)
         for key, data in zip(keys, values):
             if data is EmptyData:
                 continue
             revoke_until, revoke_once = huey.serializer.deserialize(data)
+            timestamp = timestamp or now(huey.utc)
             if revoke_until is not None and revoke_until <= timestamp:
                 if not peek:
                     storage.delete_revocation(key)  # the revocation has run out

@@ -52,6 +52,9 @@ class Signal:
     def __init__(self):
         self._receivers = {}  # signal name or ANY -> list of callables
         self._observers = {}  # the same, for observers
+        # signal name (or ANY, for names nobody connected to) -> ((handler, is observer), ...)
+        # in calling order: worked out on every change rather than on every send.
+        self._dispatch = {ANY: ()}
 
     def connect(self, receiver, *signals, observer=False):
         registry = self._observers if observer else self._receivers
@@ -62,6 +65,7 @@ class Signal:
             handlers = registry.setdefault(name, [])
             if receiver not in handlers:
                 handlers.append(receiver)
+        self._plan()
 
     def disconnect(self, receiver, *signals):
         for registry in (self._receivers, self._observers):
@@ -69,6 +73,20 @@ class Signal:
                 handlers = registry.get(name, [])
                 if receiver in handlers:
                     handlers.remove(receiver)
+        self._plan()
+
+    def _plan(self):
+        """Each signal's receivers, then its observers, then those of ANY (the order of send)."""
+        def handlers(names):
+            return tuple((handler, observer) for name in names
+                         for observer, registry in ((False, self._receivers),
+                                                    (True, self._observers))
+                         for handler in registry.get(name, ()))
+        named = (set(ALL_SIGNALS) | set(self._receivers) | set(self._observers)) - {ANY}
+        dispatch = {signal: handlers((signal, ANY)) for signal in named}
+        dispatch[ANY] = handlers((ANY,))
+        # A new dict, swapped in whole: a send() in another thread sees the old plan or this one.
+        self._dispatch = dispatch
 
     def __bool__(self):
         return any(self._receivers.values()) or any(self._observers.values())
@@ -76,15 +94,12 @@ class Signal:
     def send(self, signal, task, *args, outcome=NO_OUTCOME):
         """Call the receivers with ``(signal, task, *args)``, then the observers with
         ``(signal, task, outcome)``."""
-        for name in (signal, ANY):
-            for receiver in tuple(self._receivers.get(name, ())):
-                self._call(receiver, signal, task, *args)
-            for observer in tuple(self._observers.get(name, ())):
-                self._call(observer, signal, task, outcome)
-
-    @staticmethod
-    def _call(handler, signal, task, *args):
-        try:
-            handler(signal, task, *args)
-        except Exception:
-            logger.exception('signal handler %r failed for %s on %s', handler, signal, task)
+        dispatch = self._dispatch
+        for handler, observer in dispatch.get(signal, dispatch[ANY]):
+            try:
+                if observer:
+                    handler(signal, task, outcome)
+                else:
+                    handler(signal, task, *args)
+            except Exception:
+                logger.exception('signal handler %r failed for %s on %s', handler, signal, task)

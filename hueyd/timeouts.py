@@ -46,12 +46,15 @@ def time_limit(seconds, message):
     return contextlib.nullcontext()
 
 
+_NO_LIMIT = contextlib.nullcontext()  # reusable: one for every task without a timeout
+
+
 def timeout_context(task):
     """Arm the task's deadline; the returned context raises TaskTimeout when it passes."""
     if not task.timeout:
         task.deadline = None
-        return contextlib.nullcontext()
+        return _NO_LIMIT
     task.deadline = time.monotonic() + task.timeout
     if task.is_async:  # cancelled at its deadline by asyncio (hueyd.coroutines), not a signal
-        return contextlib.nullcontext()
+        return _NO_LIMIT
     return time_limit(task.timeout, '%s exceeded its timeout of %ss' % (task, task.timeout))

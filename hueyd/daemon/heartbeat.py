@@ -50,7 +50,10 @@ class Heartbeat:
         An id too long to fit is not recorded: that task's crashes go uncounted.
         """
         offset = _HEADER.size + worker * TASK_ID_SIZE
-        encoded = task_id.encode() if task_id is not None else b''
+        if task_id is None:
+            self._memory[offset] = 0  # the length alone says "nothing"
+            return
+        encoded = task_id.encode()
         if len(encoded) >= TASK_ID_SIZE:
             encoded = b''
         self._memory[offset + 1:offset + 1 + len(encoded)] = encoded

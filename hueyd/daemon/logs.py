@@ -104,6 +104,9 @@ def log_finished_tasks(huey):
     locked, rate-limited, canceled, interrupted, retrying) and ``retries`` (left).
     """
     def on_finish(signal, task, outcome):
+        # Its fields and text would be built for logging to drop them (-q logs ERROR only).
+        if not task_logger.isEnabledFor(logging.INFO):
+            return
         if outcome.storing_result:
             return  # SIGNAL_COMPLETE follows: the task itself ran to its end
         if signal == S.SIGNAL_RETRYING and not isinstance(outcome.exception, RetryTask):

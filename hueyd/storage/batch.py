@@ -12,7 +12,6 @@ it returns once the batch that holds them was sent, and raises that send's
 error if it failed, whichever thread sent it.
 """
 import threading
-from contextlib import contextmanager
 
 KEEP_FAILURES = 64  # failed batches remembered for threads that have yet to ask
 
@@ -44,23 +43,30 @@ class SharedBatch:
         """Whether this thread's writes wait for a flush."""
         return getattr(self._local, 'batching', False)
 
-    @contextmanager
     def unbatched(self):
-        saved, self._local.batching = self.active, False
-        try:
-            yield
-        finally:
-            self._local.batching = saved
+        """A context in which this thread writes at once (a task runs in one)."""
+        return _Unbatched(self._local)
 
-    @contextmanager
     def adding(self):
-        """The pending batch, to add one whole operation to (no flush takes half of one)."""
-        with self._lock:
+        """A context whose value is the pending batch, to add one whole operation to (no
+        flush takes half of one). Neither context is a generator: every task goes
+        through them, and a generator-based context costs about 2 us."""
+        return self
+
+    def __enter__(self):  # adding()
+        self._lock.acquire()
+        try:
             if self._pending is None:
                 self._pending = self._new()
                 self._numbered += 1
-            self._local.mine = self._numbered  # the batch this thread last wrote to
-            yield self._pending
+        except BaseException:
+            self._lock.release()
+            raise
+        self._local.mine = self._numbered  # the batch this thread last wrote to
+        return self._pending
+
+    def __exit__(self, *exc_info):
+        self._lock.release()
 
     def flush(self, wait=False):
         with self._lock:
@@ -108,3 +114,17 @@ class SharedBatch:
         if error is not None:
             self._local.mine = 0
             raise error
+
+
+class _Unbatched:
+    __slots__ = ('_local', '_saved')
+
+    def __init__(self, local):
+        self._local = local
+
+    def __enter__(self):
+        self._saved = getattr(self._local, 'batching', False)
+        self._local.batching = False
+
+    def __exit__(self, *exc_info):
+        self._local.batching = self._saved

@@ -52,7 +52,7 @@ or its ``ttl`` key: writes clear the other two, and reads look in all three.
 """
 import re
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from hueyd.constants import EmptyData
 from hueyd.exceptions import ConfigurationError
@@ -196,6 +196,13 @@ else
     end
 end
 return {taken, revocations(KEYS[4])}
+"""
+
+# KEYS: claims. ARGV: receipts. A write batch's acknowledgements in one command: redis-py
+# spends far more on each command of a pipeline than Redis spends on an LREM. From the
+# tail (-1), where a claim's oldest messages are: those finish first.
+ACK = """
+for i = 1, #ARGV do redis.call('LREM', KEYS[1], -1, ARGV[i]) end
 """
 
 # KEYS: leases. ARGV: worker, lease seconds.
@@ -348,6 +355,7 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState, Stats,
         self._put_if_empty = self.conn.register_script(self.results_lua + PUT_IF_EMPTY)
         self._claim = self.conn.register_script(CLAIM)
         self._revocations = self.conn.register_script(REVOCATIONS)
+        self._ack = self.conn.register_script(ACK)
         self._beat = self.conn.register_script(BEAT)
         self._release = self.conn.register_script(RELEASE)
         self._requeue_claims = self.conn.register_script(REQUEUE_CLAIMS)
@@ -356,18 +364,22 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState, Stats,
         # The writes whose answer nobody waits for (enqueue, schedule, put_data,
         # ack, events) of the batching threads: one pipeline, one round trip.
         self.write_batch = SharedBatch(self._new_batch, self._send_batch)
+        self._batch_pipe = _BatchPipe(self.write_batch)
 
     def _new_batch(self):
         return _RedisBatch(self.conn.pipeline(transaction=False))
 
     def _send_batch(self, batch):
+        for claims, receipts in batch.acks.items():  # after the results of their tasks
+            # EVAL, not EVALSHA: a Redis that restarted would refuse an EVALSHA
+            batch.pipe.eval(ACK, 1, claims, *receipts)
         if batch.events:  # after the results they report
             batch.pipe.publish(self.events_channel, _one_message(batch.events))
         batch.pipe.execute()
 
-    @contextmanager
     def _writer(self, replicated=False):
-        """Where one command goes: the write batch in a batching thread, else Redis at once.
+        """Where one command goes (a context): the write batch in a batching thread, else
+        Redis at once.
 
         ``replicated``: a write the caller takes as stored (an enqueue); sent at once, it
         waits for ``wait_replicas``. A write batch needs no wait: the acknowledgement of
@@ -375,21 +387,20 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState, Stats,
         failover that loses it loses the acknowledgement too, and the task runs again.
         """
         if self.write_batch.active:
-            with self.write_batch.adding() as batch:
-                yield batch.pipe
-        elif replicated and self.wait_replicas:
-            with self._pipeline(replicated=True) as pipe:
-                yield pipe
-        else:
-            yield self.conn
+            return self._batch_pipe
+        if replicated and self.wait_replicas:
+            return self._own_pipeline(False, replicated=True)
+        return nullcontext(self.conn)
+
+    def _pipeline(self, transaction=False, replicated=False):
+        """A pipeline to fill (a context): the write batch in a batching thread, else one
+        executed on leaving."""
+        if self.write_batch.active:
+            return self._batch_pipe
+        return self._own_pipeline(transaction, replicated)
 
     @contextmanager
-    def _pipeline(self, transaction=False, replicated=False):
-        """A pipeline to fill: the write batch in a batching thread, else one executed on leaving."""
-        if self.write_batch.active:
-            with self._writer() as batch_pipe:
-                yield batch_pipe
-            return
+    def _own_pipeline(self, transaction, replicated):
         pipe = self.conn.pipeline(transaction=transaction)
         yield pipe
         if not (replicated and self.wait_replicas):
@@ -727,9 +738,13 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState, Stats,
 
     def ack(self, worker, receipts):
         claims = self.claims_prefix + worker
-        with self._pipeline() as pipe:
-            for receipt in receipts:
-                pipe.lrem(claims, 1, receipt)
+        if self.write_batch.active:
+            with self.write_batch.adding() as batch:
+                batch.acks.setdefault(claims, []).extend(receipts)
+            return
+        receipts = list(receipts)
+        if receipts:
+            self._ack(keys=[claims], args=receipts)
 
     def release(self, worker, receipts):
         receipts = list(receipts)
@@ -958,13 +973,28 @@ class PriorityRedisExpireStorage(RedisExpireStorage, PriorityRedisStorage):
 
 
 class _RedisBatch:
-    __slots__ = ('pipe', 'events')
+    __slots__ = ('pipe', 'acks', 'events')
 
     def __init__(self, pipe):
         self.pipe = pipe
+        self.acks = {}    # claims key -> receipts, acknowledged in one command when sent
         self.events = []  # published as one message when the batch is sent
 
 
+class _BatchPipe:
+    """The write batch's pipeline, as a context holding the batch for one whole operation
+    (SharedBatch.adding). Not a generator, as adding() is not: every acknowledgement goes
+    through it."""
+    __slots__ = ('_adding',)
+
+    def __init__(self, write_batch):
+        self._adding = write_batch.adding()
+
+    def __enter__(self):
+        return self._adding.__enter__().pipe
+
+    def __exit__(self, *exc_info):
+        self._adding.__exit__(*exc_info)
 
 
 def _one_message(events):
