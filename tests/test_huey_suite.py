@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-FLOOR = 95  # percent of the tests that pass on huey 3.5.4 (377 of 391, 96%, on 2026-11-30)
+FLOOR = 95  # percent of the tests that pass on huey 3.5.4 (376 of 391, 96%, on 2026-11-30)
 TOOL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                     'tools', 'huey_suite.py')
 
