@@ -12,7 +12,6 @@ import time
 
 from hueyd.constants import EmptyData
 from hueyd.exceptions import ResultTimeout, TaskException
-from hueyd.storage.protocols import DataStore
 from hueyd.times import normalize_time
 
 WAIT_SLICE = 1.0      # seconds a waiting thread blocks before its coroutine looks again
@@ -24,7 +23,7 @@ async def wait_stored(storage, key, timeout=None, backoff=1.15, max_delay=1.0):
     """``storage.wait_result`` for a coroutine: True once ``key`` holds a value, False
     after ``timeout`` seconds."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    if type(storage).wait_result is DataStore.wait_result:  # it would poll: poll here
+    if not storage.waits_for_results:  # it would poll: poll here
         pause = 0.005
         while not storage.has_data_for_key(key):
             left = None if deadline is None else deadline - time.monotonic()

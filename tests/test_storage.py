@@ -1070,6 +1070,15 @@ def test_redis_notify_result_wakes_every_waiter(redis_server, queue_name):
     storage.flush_all()
 
 
+def test_waits_for_results_says_whether_wait_result_is_woken_or_polls(redis_server,
+                                                                     postgres_server, queue_name):
+    # A coroutine awaiting a result waits in a thread only where wait_result is woken.
+    assert RedisStorage(queue_name, url=redis_server.url, notify_result=True).waits_for_results
+    assert not RedisStorage(queue_name, url=redis_server.url).waits_for_results
+    assert PostgresStorage(queue_name, dsn=postgres_server.dsn).waits_for_results
+    assert not MemoryStorage(queue_name).waits_for_results
+
+
 def test_redis_notify_key_expires_after_notify_result_ttl(redis_server, queue_name):
     storage = RedisStorage(queue_name, url=redis_server.url, notify_result=True,
                            notify_result_ttl=30)

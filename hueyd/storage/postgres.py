@@ -423,6 +423,8 @@ class PostgresStorage(Claims, DeadLetters, Events, NodeState, Stats, WriteBatchi
             'WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ' + NOW,
             self.name, text_key(key), value, ttl) == 1
 
+    waits_for_results = True  # LISTEN on the results' channel
+
     def wait_result(self, key, timeout=None, backoff=1.15, max_delay=1.0):
         """Wait for ``key`` to hold a value, woken by the NOTIFY of put_data(is_result=True);
         it also looks every ``max_delay`` seconds (a plain put_data notifies nobody)."""

@@ -139,6 +139,10 @@ class DataStore:
     def put_if_empty(self, key, value, ttl=None):
         """Set ``key`` only when it holds nothing; True when set. ``ttl`` in seconds."""
 
+    #: True when ``wait_result`` is woken by the storage when a result lands; False when it
+    #: polls (then a coroutine polls by itself rather than tie up a thread to do it).
+    waits_for_results = False
+
     def wait_result(self, key, timeout=None, backoff=1.15, max_delay=1.0):
         """Wait until ``key`` holds a value: True when it does, False after ``timeout`` seconds.
 

@@ -596,6 +596,10 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState, Stats,
         ttl_ms = max(1, int(ttl * 1000)) if ttl else 0
         return bool(self._put_if_empty(keys=self._data_keys(key), args=[key, value, ttl_ms]))
 
+    @property
+    def waits_for_results(self):
+        return self.notify_result  # else wait_result polls
+
     def wait_result(self, key, timeout=None, backoff=1.15, max_delay=1.0):
         if not self.notify_result:
             return super().wait_result(key, timeout, backoff, max_delay)
