@@ -65,6 +65,9 @@ CREATE TABLE IF NOT EXISTS {p}_counter (
     queue text NOT NULL, key text NOT NULL, value bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (queue, key));
 """
+# The scheduled messages due at a timestamp, removed (concurrent takers skip each other's).
+TAKE_DUE = ('DELETE FROM {p}_schedule WHERE id IN (SELECT id FROM {p}_schedule '
+            'WHERE queue = %s AND timestamp <= %s FOR UPDATE SKIP LOCKED) ')
 # Columns hueyd needs that huey's own tables lack: added only when missing, since
 # an ALTER TABLE takes the table's strongest lock even when it changes nothing.
 ADDED_COLUMNS = (('{p}_kv', 'expires_at', 'float8'),
@@ -353,17 +356,13 @@ class PostgresStorage(Claims, DeadLetters, Events, NodeState, Stats, WriteBatchi
                     'VALUES (%s, %s, %s, %s)', self.name, data, unix_time(ts), priority or 0)
 
     def read_schedule(self, ts):
-        rows = self._rows('DELETE FROM {p}_schedule WHERE id IN (SELECT id FROM {p}_schedule '
-                          'WHERE queue = %s AND timestamp <= %s FOR UPDATE SKIP LOCKED) '
-                          'RETURNING timestamp, id, data', self.name, unix_time(ts))
+        rows = self._rows(TAKE_DUE + 'RETURNING timestamp, id, data', self.name, unix_time(ts))
         return [data for _, _, data in sorted(rows)]  # RETURNING order is unspecified
 
     def move_due(self, ts):
         # One statement: the messages leave the schedule and join the queue together.
         rows = self._rows(
-            'WITH due AS (DELETE FROM {p}_schedule WHERE id IN (SELECT id FROM {p}_schedule '
-            'WHERE queue = %s AND timestamp <= %s FOR UPDATE SKIP LOCKED) '
-            'RETURNING id, timestamp, data, priority), '
+            'WITH due AS (' + TAKE_DUE + 'RETURNING id, timestamp, data, priority), '
             'i AS (INSERT INTO {p}_task (queue, data, priority) '
             'SELECT %s, data, priority FROM due ORDER BY timestamp, id) '
             'SELECT timestamp, id, data, pg_notify(%s, %s) FROM due',
