@@ -956,7 +956,8 @@ class RedisExpireStorage(RedisStorage):
         pipe.exists(self._result_key(key))
 
     def result_store_size(self):
-        return len(self.result_items())
+        # Counted, not read: the results are keys of their own, the rest RedisStorage's.
+        return super().result_store_size() + sum(1 for _ in self._scan(self.result_prefix))
 
     def result_items(self):
         items = super().result_items()
