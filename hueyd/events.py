@@ -14,7 +14,9 @@ unix timestamp, or None). Failures add ``error`` (True) and ``traceback``;
 
 Cost: the events of one ``Huey.execute()`` call are buffered (per thread, or per
 greenlet under gevent) and published in one storage call when it returns;
-events sent outside ``execute()`` are published at once.
+events sent outside ``execute()`` are published at once. A storage that knows nobody
+listens (``listening()``: Redis counts the subscribers with each claim) is sent no task
+event, and none is built.
 """
 import json
 import logging
@@ -133,6 +135,8 @@ class EventEmitter:
         return event
 
     def on_signal(self, signal, task, outcome):
+        if not self.huey.storage.listening():
+            return  # nobody would hear it: not even built
         status = SIGNAL_EVENTS[signal]
         if status == EVENT_ERROR_TASK and outcome.storing_result:
             status = EVENT_ERROR_STORING_RESULT

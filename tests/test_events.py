@@ -387,6 +387,50 @@ def test_events_off_publish_nothing(redis_server, queue_name):
     quiet.flush()
 
 
+def run_claimed(huey, worker='host:1'):
+    """A pool's round: claim what is queued, run it in a write batch, acknowledge it."""
+    storage = huey.storage
+    claimed = storage.claim(worker, 100, 30)
+    storage.begin_batch()
+    for receipt, data in claimed:
+        huey.execute(huey.deserialize_task(data), revocations=claimed.revocations)
+        storage.ack(worker, [receipt])
+    storage.flush_batch(True)
+    storage.end_batch()
+    return len(claimed)
+
+
+def publishes(redis_server):
+    """How many PUBLISH commands the server has run."""
+    return redis_server.client().info('commandstats').get('cmdstat_publish', {}).get('calls', 0)
+
+
+def test_redis_tasks_nobody_listens_to_publish_no_event(redis_server, queue_name):
+    huey = RedisHuey(queue_name, url=redis_server.url, blocking=False)
+    job = huey.task(name='job')(lambda: 1)
+    job()
+    job()
+    before = publishes(redis_server)
+    assert run_claimed(huey) == 2
+    assert publishes(redis_server) == before
+    huey.flush()
+
+
+def test_redis_listener_hears_tasks_enqueued_after_it_subscribed(redis_server, queue_name):
+    huey = RedisHuey(queue_name, url=redis_server.url, blocking=False)
+    job = huey.task(name='job')(lambda: 1)
+    job()
+    run_claimed(huey)  # with nobody listening: the storage knows it
+    assert not huey.storage.listening()
+    listener = huey.storage.listener()
+    result = job()
+    run_claimed(huey)
+    assert [(e['status'], e['id']) for e in next_events(listener, huey)] == [
+        (EVENT_STARTED, result.id), (EVENT_FINISHED, result.id)]
+    listener.close()
+    huey.flush()
+
+
 def test_sqlite_events_are_shared_through_the_file_and_bounded(tmp_path, queue_name):
     url = 'sqlite:///%s/events.db' % tmp_path
     producer = make_huey(queue_name, url, events=True)

@@ -310,6 +310,14 @@ class Events:
     def publish_events(self, events):
         """Publish ``events`` (a list of bytes), in order, in one round trip."""
 
+    def listening(self):
+        """False only when nobody can be listening to the events of the tasks this storage
+        handed out: Huey then builds none for them (an event costs a no-op task about half
+        of its CPU time). A storage that knows its listeners answers from the count its
+        last claim read after the messages it took were enqueued, so a listener that was
+        there before a task was enqueued gets all of its events."""
+        return True
+
     @required
     def listener(self):
         """A ``hueyd.storage.listener.EventListener`` for the events published from now on.

@@ -171,14 +171,25 @@ local function revocations(key)
 end
 """
 
-# KEYS: revoked.
-REVOCATIONS = LUA_REVOCATIONS + """
-return {revocations(KEYS[1])}
+# How many clients listen to the events channel ARGV[n] (false for ''): read after the
+# claim, so it counts every listener that subscribed before the claimed tasks were
+# enqueued, and a pool builds no event when it is 0 (see RedisStorage.listening).
+LUA_LISTENERS = """
+local function listeners(channel)
+    if channel == '' then return false end
+    return redis.call('PUBSUB', 'NUMSUB', channel)[2]
+end
 """
 
-# KEYS: queue, claims, leases, revoked. ARGV: priority flag, worker, count, lease seconds.
-# Returns {claim entries, revocations (see LUA_REVOCATIONS)}.
-CLAIM = LUA_NOW + LUA_REVOCATIONS + """
+# KEYS: revoked. ARGV: events channel.
+REVOCATIONS = LUA_REVOCATIONS + LUA_LISTENERS + """
+return {revocations(KEYS[1]), listeners(ARGV[1])}
+"""
+
+# KEYS: queue, claims, leases, revoked.
+# ARGV: priority flag, worker, count, lease seconds, events channel.
+# Returns {claim entries, revocations (see LUA_REVOCATIONS), listeners (LUA_LISTENERS)}.
+CLAIM = LUA_NOW + LUA_REVOCATIONS + LUA_LISTENERS + """
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[2])
 local taken = {}
 if ARGV[1] == '1' then
@@ -195,7 +206,7 @@ else
         taken[i] = entry
     end
 end
-return {taken, revocations(KEYS[4])}
+return {taken, revocations(KEYS[4]), listeners(ARGV[5])}
 """
 
 # KEYS: claims. ARGV: receipts. A write batch's acknowledgements in one command: redis-py
@@ -331,6 +342,9 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState, Stats,
 
         # In a cluster every key of the queue hashes its name only: one slot for them all.
         prefix = 'hueyd.%s.' % (redis_ha.hash_tag(self.name) if reach.cluster else self.name)
+        # A cluster node counts only its own subscribers, so there the listeners stay unknown.
+        self._counts_listeners = not reach.cluster
+        self._listeners = None  # of the events channel, as the last claim found (listening())
         self.key_prefix = prefix
         self.notify_prefix = prefix + 'notify.'
         self.queue_key = prefix + 'queue'
@@ -667,6 +681,15 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState, Stats,
     def events_channel(self):
         return 'hueyd.%s.events' % self.name
 
+    @property
+    def _listened_channel(self):
+        """The channel whose listeners a claim counts: '' when they are not to be counted."""
+        return self.events_channel if self._counts_listeners and self.events_enabled else ''
+
+    def listening(self):
+        # The count the last claim read, after the messages it took had been enqueued.
+        return self._listeners != 0
+
     def publish_events(self, events):
         # One message for many events: a PUBLISH costs far more than a longer JSON array.
         if self.write_batch.active:
@@ -711,17 +734,17 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState, Stats,
 
     def claim(self, worker, count=1, lease=30.0):
         keys, args = self._claim_keys_args(worker, count, lease)
-        entries, revoked = self._claim(keys=keys, args=args)
+        entries, revoked, self._listeners = self._claim(keys=keys, args=args)
         if not entries and self.blocking:
             pipe = self.conn.pipeline(transaction=False)
             self._wait_and_claim(pipe, worker, lease)
             # Runs once the wait is over, and answers in the same round trip.
-            _in_pipeline(pipe, self._revocations, [self.revoked_key])
-            *waited, revoked = _execute_scripts(pipe, [self._claim, self._revocations])
+            _in_pipeline(pipe, self._revocations, [self.revoked_key], [self._listened_channel])
+            *waited, after = _execute_scripts(pipe, [self._claim, self._revocations])
             entries = self._waited_entries(waited)
-            if isinstance(revoked, Exception):  # Redis lacked the script (a fresh server)
-                revoked = self._revocations(keys=[self.revoked_key])
-            revoked = revoked[0]
+            if isinstance(after, Exception):  # Redis lacked the script (a fresh server)
+                after = self._revocations(keys=[self.revoked_key], args=[self._listened_channel])
+            revoked, self._listeners = after
         claimed = Claimed((entry, self._data_of(entry)) for entry in entries)
         if revoked is not None:  # a flat [key, value, ...] of every revocation
             claimed.revocations = {revoked[i].decode(): revoked[i + 1]
@@ -731,7 +754,7 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState, Stats,
     def _claim_keys_args(self, worker, count, lease):
         """The keys and arguments of the CLAIM script."""
         return ([self.queue_key, self.claims_prefix + worker, self.leases_key, self.revoked_key],
-                [self._flag, worker, count, lease])
+                [self._flag, worker, count, lease, self._listened_channel])
 
     def _wait_and_claim(self, pipe, worker, lease):
         # The claim script renewed the lease just before; the move itself is atomic.
