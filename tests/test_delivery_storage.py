@@ -13,7 +13,7 @@ from hueyd.storage import PostgresStorage, PriorityRedisStorage, RedisStorage, S
 from hueyd.storage import CySqliteStorage, PriorityRedisExpireStorage
 from hueyd.storage.protocols import Claimed, WriteBatching
 from conftest import url_for
-from support import make_storage, wait_until
+from support import RedisServer, make_storage, wait_until
 
 
 @pytest.fixture(params=['memory', 'sqlite', 'cysqlite', 'file', 'redis', 'priority-redis',
@@ -253,3 +253,50 @@ def test_a_thread_learns_that_its_writes_were_lost_even_when_another_thread_sent
     thread.join(10)
     assert len(outcome) == 1 and isinstance(outcome[0], store.transient_errors), outcome
     assert store.queue_size() == 0
+
+
+def test_a_redis_claim_sends_the_pending_writes_in_its_round_trip(redis_store):
+    for data in (b'a', b'b'):
+        redis_store.enqueue(data)
+    [(done, _)] = redis_store.claim('w')
+    redis_store.begin_batch()
+    try:
+        redis_store.put_data('k', b'result')  # a result and an acknowledgement, not sent yet
+        redis_store.ack('w', [done])
+        assert redis_store.peek_data('k') is EmptyData
+        [(taken, data)] = redis_store.claim('w')
+        assert data == b'b'
+        assert [receipt for receipt, _ in redis_store.worker_claims('w')] == [taken]
+        assert redis_store.peek_data('k') == b'result'
+    finally:
+        redis_store.end_batch()
+
+
+
+def test_writes_sent_with_a_claim_that_failed_are_reported_lost_to_their_writer(queue_name):
+    """Another thread's claim carried them: the writer must still learn they were lost."""
+    with RedisServer() as server:
+        store = RedisStorage(queue_name, url=server.url, read_timeout=0.05)
+        written, told, outcome = threading.Event(), threading.Event(), []
+
+        def writer():
+            store.begin_batch()
+            store.put_data('k', b'result')
+            written.set()
+            told.wait(10)
+            try:
+                store.flush_batch(wait=True)
+                outcome.append('stored')
+            except store.transient_errors as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        assert written.wait(10)
+        server.stop()
+        with pytest.raises(store.transient_errors):
+            store.claim('w')
+        told.set()
+        thread.join(10)
+        assert len(outcome) == 1 and isinstance(outcome[0], store.transient_errors), outcome
+        store.close()

@@ -45,14 +45,14 @@ def test_claims_run_ahead_while_tasks_are_quick_and_stop_after_a_slow_one():
     inbox = Inbox(fetch, lambda: False)
     inbox.take()
     assert fetch.counts == [1]  # nothing known about the tasks yet: no more than needed
-    for _ in range(8):
+    for _ in range(9):
         while True:
             inbox.finished(0.0001)
             if not len(inbox):
                 break
             inbox.take()
         inbox.take()
-    assert fetch.counts == [1, 2, 3, 5, 9, 17, MAX_CLAIM, MAX_CLAIM, MAX_CLAIM]
+    assert fetch.counts == [1, 2, 3, 5, 9, 17, 33, 65, MAX_CLAIM, MAX_CLAIM]
     inbox.finished(1.0)
     while len(inbox):
         inbox.take()

@@ -75,6 +75,7 @@ class Pool(Child):
         self.current = {}  # worker number -> (task, monotonic start, receipt, raw message)
         self.worker_id = None  # set after fork: this process's own id
         self.claims = None  # whether the storage supports claims, known once the app loads
+        self.claim_sends_writes = False  # whether its claims carry the pending writes too
         self.inbox = Inbox(self.fetch, lambda: self.stopping)
         self._delay = config.delay  # the fetcher's polling delay, with backoff
         self._outage = False
@@ -99,6 +100,7 @@ class Pool(Child):
         if self.load() is None:
             return EXIT_BOOT_FAILED
         self.claims = self.huey.storage.supports(Claims)
+        self.claim_sends_writes = self.claims and self.huey.storage.claim_sends_writes
         if not self.claims:
             logger.warning('%s cannot claim messages: a task running when this pool dies is '
                            'lost (at-most-once delivery)', type(self.huey.storage).__name__)
@@ -229,19 +231,30 @@ class Pool(Child):
             self.run_message(number, message)
             seconds = time.monotonic() - started
             self.inbox.finished(seconds)
-            if seconds > FAST_TASK or not len(self.inbox):
+            if seconds > FAST_TASK or self.waits_with_writes():
                 self.flush_writes()
+
+    def waits_with_writes(self):
+        """Whether this worker's writes would wait unsent: its next message has to be
+        claimed, and the claim will not carry them (the storage's claim does not send
+        writes, or another worker's claim is already on its way)."""
+        if len(self.inbox):
+            return False
+        return not self.claim_sends_writes or self.inbox.fetching
 
     def fetch(self, count):
         """Claim up to ``count`` messages for the inbox (the fetching worker calls it)."""
         huey, config = self.huey, self.config
-        self.flush_writes()  # the results so far go out before a wait on the queue
+        if not self.claim_sends_writes:
+            self.flush_writes()  # the results so far go out before a wait on the queue
         try:
             claimed = self.claim(count)
         except Exception as exc:
             if not self._outage:
                 logger.error('cannot read the queue (%s: %s); retrying with backoff '
-                             'until the storage answers', type(exc).__name__, exc)
+                             'until the storage answers%s', type(exc).__name__, exc,
+                             ' (the last results, sent with the claim, may be lost: those '
+                             'tasks will run again)' if self.claim_sends_writes else '')
                 self.event(EVENT_ERROR_DEQUEUEING, exception=exc)
                 self._outage = True
             self._delay = self.pause(self._delay)

@@ -91,11 +91,7 @@ class SharedBatch:
                     self._send(batch)
                 except Exception as exc:
                     with self._lock:
-                        self._failed[number] = exc  # for the other threads that wrote to it
-                        if getattr(self._local, 'mine', 0) == number:
-                            self._local.mine = 0    # this one is told now
-                        for old in [n for n in self._failed if n <= number - KEEP_FAILURES]:
-                            del self._failed[old]
+                        self._lose(number, exc)
                     raise
                 finally:
                     with self._lock:
@@ -107,6 +103,43 @@ class SharedBatch:
             with self._lock:
                 self._sending = False
                 self._sent.notify_all()
+
+    def send_with(self, add):
+        """Send the pending writes (every thread's) and one more operation in one round trip:
+        ``add(batch)`` puts the operation in the batch, and whatever ``send`` returns for it
+        is returned. Returns None, adding nothing, when no write is pending: the caller then
+        runs its operation on its own. A send in progress in another thread is waited for
+        first, so writes keep their order. Raises the send's error, which every thread with
+        writes in the batch learns too, as after ``flush``."""
+        with self._lock:
+            while self._sending:
+                self._sent.wait()
+            if self._pending is None:
+                return None
+            self._sending = True
+            batch, self._pending = self._pending, None
+            number = self._numbered
+        try:
+            add(batch)
+            try:
+                return self._send(batch)
+            except Exception as exc:
+                with self._lock:
+                    self._lose(number, exc)
+                raise
+        finally:
+            with self._lock:
+                self._done = number
+                self._sending = False
+                self._sent.notify_all()
+
+    def _lose(self, number, exc):
+        """Batch ``number`` was not sent: its writers learn it from their next flush(wait)."""
+        self._failed[number] = exc
+        if getattr(self._local, 'mine', 0) == number:
+            self._local.mine = 0  # this thread is told now
+        for old in [n for n in self._failed if n <= number - KEEP_FAILURES]:
+            del self._failed[old]
 
     def _raise_if_lost(self, mine):
         """Raise the error of this thread's last batch if its send failed (once per thread)."""

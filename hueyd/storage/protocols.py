@@ -229,13 +229,19 @@ class Claims:
     dequeues, and a task running when its pool dies is lost.
     """
 
+    #: Whether ``claim()`` first sends the pending write batch (every thread's), in the
+    #: same round trip: a worker then has no need to flush before it claims.
+    claim_sends_writes = False
+
     @required
     def claim(self, worker, count=1, lease=30.0):
         """Move up to ``count`` messages into ``worker``'s claims; returns a ``Claimed``.
 
         Its ``revocations`` are None unless the storage reads them with the claim.
         Renews the worker's lease for ``lease`` seconds. A blocking storage waits
-        up to its read timeout for a message when the queue is empty.
+        up to its read timeout for a message when the queue is empty. With
+        ``claim_sends_writes``, an error may mean the pending writes were not stored
+        either (their writers learn it as from ``flush_batch``).
         """
 
     @required

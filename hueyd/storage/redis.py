@@ -389,7 +389,10 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState, Stats,
             batch.pipe.eval(ACK, 1, claims, *receipts)
         if batch.events:  # after the results they report
             batch.pipe.publish(self.events_channel, _one_message(batch.events))
-        batch.pipe.execute()
+        if batch.claim is not None:  # last: claim() reads the last reply
+            keys, args = batch.claim
+            batch.pipe.eval(CLAIM, len(keys), *keys, *args)
+        return batch.pipe.execute()
 
     def _writer(self, replicated=False):
         """Where one command goes (a context): the write batch in a batching thread, else
@@ -732,9 +735,16 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState, Stats,
     def _data_of(self, entry):
         return entry
 
+    claim_sends_writes = True
+
     def claim(self, worker, count=1, lease=30.0):
         keys, args = self._claim_keys_args(worker, count, lease)
-        entries, revoked, self._listeners = self._claim(keys=keys, args=args)
+        # After the pending writes, in their round trip (EVAL: a Redis that restarted
+        # would refuse an EVALSHA, and the writes before it must not fail with it).
+        replies = self.write_batch.send_with(
+            lambda batch: setattr(batch, 'claim', (keys, args)))
+        reply = replies[-1] if replies else self._claim(keys=keys, args=args)
+        entries, revoked, self._listeners = reply
         if not entries and self.blocking:
             pipe = self.conn.pipeline(transaction=False)
             self._wait_and_claim(pipe, worker, lease)
@@ -1001,12 +1011,13 @@ class PriorityRedisExpireStorage(RedisExpireStorage, PriorityRedisStorage):
 
 
 class _RedisBatch:
-    __slots__ = ('pipe', 'acks', 'events')
+    __slots__ = ('pipe', 'acks', 'events', 'claim')
 
     def __init__(self, pipe):
         self.pipe = pipe
         self.acks = {}    # claims key -> receipts, acknowledged in one command when sent
         self.events = []  # published as one message when the batch is sent
+        self.claim = None  # (keys, args) of a CLAIM sent with the batch (claim())
 
 
 class _BatchPipe:
