@@ -30,7 +30,8 @@ class Hooks:
 
     def __iter__(self):
         """``(name, fn)`` pairs, a copy: a hook may unregister itself while they run."""
-        return iter(list(self.functions.items()))
+        functions = self.functions
+        return iter(list(functions.items()) if functions else ())  # none: no copy per task
 
     def run(self, *args):
         """Call every hook; one that raises is logged and the others still run."""

@@ -425,8 +425,13 @@ class Pool(Child):
                            [receipt])
 
     def ack(self, receipt):
-        if receipt is not None:
-            self.patiently('acknowledge a task', self.huey.storage.ack, self.worker_id, [receipt])
+        if receipt is None:
+            return
+        storage = self.huey.storage
+        try:  # the usual case, a write batch that sends it later, needs no retry loop
+            storage.ack(self.worker_id, (receipt,))
+        except storage.transient_errors:
+            self.patiently('acknowledge a task', storage.ack, self.worker_id, (receipt,))
 
     def patiently(self, what, operation, *args, patience=None):
         """Run a storage operation that must not be lost, retrying while the storage is away.
