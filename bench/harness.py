@@ -2,11 +2,14 @@
 
 The same application is written twice to a temporary directory, once importing
 ``hueyd`` and once ``huey``, on the same Redis server (or on SQLite files, or on a
-PostgreSQL database each) under different queue names; hueyd's also on a Redis Cluster. Every task marks its completion in a small memory-mapped
-file of the process that ran it (``done.<pid>``: count, first and last
-completion time), which costs a couple of microseconds and no storage round
-trip, so both consumers do exactly the same extra work; the benchmark adds the
-files up.
+PostgreSQL database each) under different queue names; hueyd's also on a Redis
+Cluster, and with an ``async def`` task (huey refuses them). Dramatiq's and RQ's
+versions of the no-op task go on that Redis server too, each in its own keys. Every
+task marks its completion in a small memory-mapped file (``done.<pid>``: count,
+first and last completion time) of the process that ran it, or for RQ, whose
+default worker forks a process per job, of the worker that forked it; this costs a
+couple of microseconds and no storage round trip, so every consumer does exactly
+the same extra work; the benchmark adds the files up.
 """
 import math
 import os
@@ -21,7 +24,8 @@ import psutil
 
 DONE = struct.Struct('<qdd')  # completed tasks, first and last completion time (unix)
 
-APP = '''\
+# What every application module starts with: the completion marks.
+MARK = '''\
 """Written by hueyd's bench/run.py: the {lib} side of the benchmark, on {storage}."""
 import mmap
 import os
@@ -31,29 +35,35 @@ import time
 
 import redis
 
-from {lib} import {cls}
-
-{prelude}huey = {cls}({args})
-results = redis.Redis.from_url({redis_url!r})  # latency samples go to lists here
-
 _DONE = struct.Struct('<qdd')
 _lock = threading.Lock()
 _mark = {{'pid': None}}
 
 
 def _completed(now):
-    """Count a completion in done.<pid> (in the directory $BENCH_DONE_DIR names)."""
+    """Count a completion in done.<owner> (in the directory $BENCH_DONE_DIR names)."""
     with _lock:
         mark = _mark
         if mark['pid'] != os.getpid():  # first task in this process (or after a fork)
-            path = os.path.join(os.environ['BENCH_DONE_DIR'], 'done.%d' % os.getpid())
+            path = os.path.join(os.environ['BENCH_DONE_DIR'], 'done.%d' % {owner})
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.ftruncate(fd, _DONE.size)
-            mark.update(pid=os.getpid(), map=mmap.mmap(fd, _DONE.size), count=0, first=now, last=now)
+            os.ftruncate(fd, _DONE.size)  # a new file is zeros; an existing one keeps its marks
+            map_ = mmap.mmap(fd, _DONE.size)
             os.close(fd)
+            count, first, last = _DONE.unpack_from(map_)
+            mark.update(pid=os.getpid(), map=map_, count=count,
+                        first=first if count else now, last=last if count else now)
         mark['count'] += 1
         mark['last'] = max(mark['last'], now)
         _DONE.pack_into(mark['map'], 0, mark['count'], mark['first'], mark['last'])
+'''
+
+APP = MARK + '''\
+
+from {lib} import {cls}
+
+{prelude}huey = {cls}({args})
+results = redis.Redis.from_url({redis_url!r})  # latency samples go to lists here
 
 
 @huey.task()
@@ -72,7 +82,49 @@ def stamp(key, since):
     """Push how long after ``since`` (unix time) this task started to the list ``key``."""
     started = time.time()
     results.rpush(key, repr(started - since))
+{extra}'''
+
+# hueyd's applications only: huey refuses async def tasks.
+ASYNC_TASK = '''
+import asyncio  # noqa: E402
+
+
+@huey.task()
+async def anap():
+    await asyncio.sleep(0.01)  # -k asyncio: the pool's event loop
+    _completed(time.time())
 '''
+
+# The peers' no-op task, on the same Redis server. Dramatiq's default broker setup
+# (its default middleware: age and time limits, retries, callbacks, pipelines).
+DRAMATIQ_APP = MARK + '''\
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+broker = RedisBroker(url={redis_url!r}, namespace={namespace!r})
+dramatiq.set_broker(broker)
+
+
+@dramatiq.actor(queue_name={queue!r})
+def noop():
+    _completed(time.time())
+'''
+
+# RQ: a plain function; its default worker forks a work horse per job, so a
+# completion is counted in the file of the worker (the horse's parent).
+RQ_APP = MARK + '''\
+from rq import Queue
+
+queue = Queue({queue!r}, connection=redis.Redis.from_url({redis_url!r}))
+
+
+def noop():
+    _completed(time.time())
+'''
+
+PEER_QUEUE = 'bench'
+DRAMATIQ_NAMESPACE = 'bench-dramatiq'
+
 
 # Both on SQLite in WAL mode, with the same durability: hueyd's default is
 # synchronous=NORMAL (no fsync per commit), huey's leaves SQLite's FULL (fsync per
@@ -118,8 +170,22 @@ def write_app(directory, lib, storage, cls, args, redis_url, prelude=''):
     module = '%s_%s_app' % (lib, storage)
     with open(os.path.join(directory, module + '.py'), 'w') as f:
         f.write(APP.format(lib=lib, storage=storage.replace('_', ' '), cls=cls, args=args,
-                           redis_url=redis_url, prelude=prelude))
+                           redis_url=redis_url, prelude=prelude, owner='os.getpid()',
+                           extra=ASYNC_TASK if lib == 'hueyd' else ''))
     return module
+
+
+def write_peer_apps(directory, redis_url):
+    """Dramatiq's and RQ's application modules, on ``redis_url``; {peer: module name}."""
+    modules = {}
+    for peer, template, owner in (('dramatiq', DRAMATIQ_APP, 'os.getpid()'),
+                                  ('rq', RQ_APP, 'os.getppid()')):
+        module = 'bench_%s_app' % peer
+        with open(os.path.join(directory, module + '.py'), 'w') as f:
+            f.write(template.format(lib=peer, storage='redis', owner=owner, redis_url=redis_url,
+                                    namespace=DRAMATIQ_NAMESPACE, queue=PEER_QUEUE))
+        modules[peer] = module
+    return modules
 
 
 def write_apps(directory, redis_url):
@@ -173,21 +239,34 @@ def read_done(directory):
     return count, first, last
 
 
+def script(name):
+    """The path of a console script of this environment (or PATH's)."""
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    return path if os.access(path, os.X_OK) else shutil.which(name)
+
+
 def consumer_command(lib, module, worker_type, workers, options=()):
+    if lib == 'dramatiq':
+        # Dramatiq's own worker: -p worker processes (under a main process), -t threads each.
+        return [script('dramatiq'), module, '-p', '1', '-t', str(workers), *options]
+    if lib == 'rq':
+        # RQ's default worker (rq.Worker: a work horse forked per job); options name
+        # the server (--url) and the queue. --quiet: RQ logs every job at INFO.
+        return [script('rq'), 'worker', '--quiet', *options]
     if lib == 'hueyd':
         command = [sys.executable, '-m', 'hueyd']
     elif worker_type == 'greenlet':
         command = [sys.executable, '-c', HUEY_GEVENT_CONSUMER]
     else:
-        script = os.path.join(os.path.dirname(sys.executable), 'huey_consumer')
-        command = [script] if os.access(script, os.X_OK) else [shutil.which('huey_consumer')]
+        command = [script('huey_consumer')]
     # -q for both: huey logs two INFO lines per task and hueyd one; the benchmark
     # measures the queue, not the logging.
     return command + [module + '.huey', '-k', worker_type, '-w', str(workers), '-q', *options]
 
 
 class Consumer:
-    """One consumer (hueyd's daemon or huey_consumer) as a subprocess in its own process group."""
+    """One consumer (hueyd's daemon, huey_consumer, Dramatiq's or RQ's worker) as a
+    subprocess in its own process group."""
 
     running = []  # every consumer started and not yet stopped, for the emergency exit
 
@@ -280,14 +359,17 @@ class Consumer:
         return 'other'
 
     def cpu_seconds(self):
-        """{pid: user + system CPU seconds so far} of every process of the consumer."""
+        """{pid: CPU seconds so far} of every process of the consumer: user + system, and
+        that of its children that have exited and been waited for (RQ's work horses, a
+        process per job; nothing of hueyd's or huey's exits during a drain)."""
         found = {}
         for _, process in self.tree():
             try:
                 times = process.cpu_times()
             except psutil.Error:
                 continue
-            found[process.pid] = times.user + times.system
+            found[process.pid] = (times.user + times.system
+                                  + times.children_user + times.children_system)
         return found
 
     def memory(self):

