@@ -364,7 +364,7 @@ class Huey:
         With events on, the events of the whole call are published together at its end.
         """
         emitter = self._emitter
-        if emitter is None:
+        if emitter is None or not self.storage.listening():  # no event to gather
             return self.executor.execute(task, timestamp, revocations, interrupt)
         emitter.begin()  # not a with block: a generator-based one costs a no-op task 2 us
         try:
