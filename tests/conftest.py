@@ -3,11 +3,20 @@ import uuid
 
 import pytest
 
+from redis_ha_support import Cluster, Sentinels
 from support import PostgresServer, RedisServer, make_huey, make_storage
 
-STORAGE_KINDS = ['memory', 'sqlite', 'file', 'redis', 'postgres', 'sql']
+# 'sentinel' and 'cluster': RedisStorage on a redis+sentinel:// and a redis+cluster:// URL.
+STORAGE_KINDS = ['memory', 'sqlite', 'file', 'redis', 'postgres', 'sql', 'sentinel', 'cluster']
 # Storages that several instances (and processes) can share; memory is per instance.
-SHARED_STORAGE_KINDS = ['sqlite', 'file', 'redis', 'postgres', 'sql']
+SHARED_STORAGE_KINDS = ['sqlite', 'file', 'redis', 'postgres', 'sql', 'sentinel', 'cluster']
+# The kinds that are RedisStorage on each kind of Redis deployment.
+REDIS_KINDS = ['redis', 'sentinel', 'cluster']
+
+# The shared sentinels wait this long before they call a silent master down: a master
+# starved of CPU for half a second (the failover tests' setting) must not fail over
+# under every other test.
+SHARED_DOWN_AFTER_MS = 10000
 
 
 @pytest.fixture(scope='session')
@@ -23,6 +32,24 @@ def postgres_server():
     by queue name."""
     with PostgresServer() as server:
         yield server
+
+
+@pytest.fixture(scope='session')
+def redis_cluster():
+    """One Redis Cluster (three masters) for the whole session, started on first use; tests
+    keep apart by queue name, and none may fail a node over or move a slot (those start a
+    tests/redis_ha_support.Cluster of their own)."""
+    with Cluster() as deployment:
+        yield deployment
+
+
+@pytest.fixture(scope='session')
+def redis_sentinels():
+    """One master, its replica and three sentinels for the whole session, started on first
+    use; tests keep apart by queue name, and none may stop or kill a server (those start a
+    tests/redis_ha_support.Sentinels of their own)."""
+    with Sentinels(down_after_ms=SHARED_DOWN_AFTER_MS) as deployment:
+        yield deployment
 
 
 @pytest.fixture
@@ -42,7 +69,13 @@ def url_for(kind, request, tmp_path):
     # Looked up lazily so memory, sqlite and file runs never start a server.
     if kind == 'postgres':
         return request.getfixturevalue('postgres_server').dsn
-    return request.getfixturevalue('redis_server').url
+    if kind == 'sentinel':
+        return request.getfixturevalue('redis_sentinels').url
+    if kind == 'cluster':
+        return request.getfixturevalue('redis_cluster').url
+    if kind == 'redis':
+        return request.getfixturevalue('redis_server').url
+    raise ValueError('no storage kind %r' % kind)
 
 
 @pytest.fixture(params=STORAGE_KINDS)

@@ -522,7 +522,8 @@ class NotifySocket:
 
 def app_factory(tmp_path, request, build, prefix='app'):
     """The body of an app fixture: ``factory(storage, **options)`` builds an app in a
-    directory of its own on SQLite, files or the session Redis; every app is closed at teardown."""
+    directory of its own on SQLite, files, or the session's Redis, PostgreSQL, Redis
+    Sentinel or Redis Cluster (conftest's kinds); every app is closed at teardown."""
     apps = []
 
     def factory(storage='sqlite', **options):
@@ -536,6 +537,10 @@ def app_factory(tmp_path, request, build, prefix='app'):
             url = request.getfixturevalue('redis_server').url
         elif storage == 'postgres':
             url = request.getfixturevalue('postgres_server').dsn
+        elif storage == 'sentinel':
+            url = request.getfixturevalue('redis_sentinels').url
+        elif storage == 'cluster':
+            url = request.getfixturevalue('redis_cluster').url
         else:
             raise ValueError(storage)
         apps.append(build(directory, url, **options))
@@ -551,7 +556,8 @@ def app_factory(tmp_path, request, build, prefix='app'):
 
 @pytest.fixture
 def make_app(tmp_path, request):
-    """make_app('sqlite' | 'file' | 'redis' | 'postgres') -> App in its own directory under tmp_path."""
+    """make_app('sqlite' | 'file' | 'redis' | 'postgres' | 'sentinel' | 'cluster') -> App in
+    its own directory under tmp_path."""
     yield from app_factory(tmp_path, request, App)
 
 

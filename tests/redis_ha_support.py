@@ -175,14 +175,15 @@ class Cluster(Deployment):
 
 
 class Sentinels(Deployment):
-    """A master, a replica of it, and three sentinels (quorum two) that fail over fast."""
+    """A master, a replica of it, and three sentinels (quorum two) that fail over fast:
+    once the master has been silent for ``down_after_ms``."""
 
-    def __init__(self):
+    def __init__(self, down_after_ms=500):
         super().__init__()
         self.master = self.server()
         self.replica = self.server(['replicaof 127.0.0.1 %d' % self.master.port])
         watch = ['sentinel monitor %s 127.0.0.1 %d 2' % (SERVICE, self.master.port),
-                 'sentinel down-after-milliseconds %s 500' % SERVICE,
+                 'sentinel down-after-milliseconds %s %d' % (SERVICE, down_after_ms),
                  'sentinel failover-timeout %s 5000' % SERVICE]
         self.sentinels = [self.server(watch, sentinel=True) for _ in range(3)]
 

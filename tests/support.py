@@ -39,11 +39,22 @@ def peewee_database(url):
     return peewee.SqliteDatabase(url[len(PEEWEE):], pragmas={'journal_mode': 'wal'})
 
 
-def make_storage(url, name, **overrides):
-    """Build the storage a URL names, as a test wants it (short Redis read timeout)."""
+def make_storage(url, name, storage_class=None, **overrides):
+    """Build the storage a URL names, as a test wants it (short Redis read timeout).
+
+    ``storage_class``: a subclass of the class the URL names (PriorityRedisStorage on a
+    redis+cluster:// URL), given the URL's keyword arguments.
+    """
     if url.startswith(PEEWEE):
         return SqlStorage(name, database=peewee_database(url), **overrides)
-    storage_class, kwargs = storage_from_url(url)
+    url_class, kwargs = storage_from_url(url)
+    if storage_class is None:
+        storage_class = url_class
+    elif not issubclass(storage_class, url_class):
+        raise TypeError('%r names a %s, not a %s' % (url, url_class.__name__,
+                                                     storage_class.__name__))
+    # Every Redis URL (redis://, unix://, redis+sentinel://, redis+cluster://) names a
+    # RedisStorage, so each gets the short timeout.
     if issubclass(storage_class, (RedisStorage, PostgresStorage)):
         # An empty blocking dequeue would otherwise wait a whole second.
         kwargs['read_timeout'] = 0.05
@@ -53,7 +64,8 @@ def make_storage(url, name, **overrides):
 
 def make_huey(name, url, **options):
     """A Huey on the storage ``url`` names, as tests drive it by hand."""
-    # A non-blocking dequeue keeps drain() from waiting out BRPOP's (or LISTEN's) timeout.
+    # A non-blocking dequeue keeps drain() from waiting out BRPOP's (or LISTEN's) timeout;
+    # 'redis' covers rediss://, redis+sentinel:// and redis+cluster:// too.
     if url.startswith(('redis', 'postgres')):
         options.setdefault('blocking', False)
     if url.startswith(PEEWEE):

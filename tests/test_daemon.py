@@ -21,7 +21,7 @@ WORKER_TYPES = ['thread', 'process', 'greenlet', 'asyncio']
 
 # -- tasks run ----------------------------------------------------------------
 
-@pytest.mark.parametrize('storage', ['sqlite', 'redis', 'postgres'])
+@pytest.mark.parametrize('storage', ['sqlite', 'redis', 'postgres', 'sentinel', 'cluster'])
 @pytest.mark.parametrize('worker_type', WORKER_TYPES)
 def test_tasks_run(make_app, start_daemon, worker_type, storage):
     """Plain and async tasks, whatever the worker type."""
@@ -132,11 +132,18 @@ def test_second_sigint_escalates_to_fast_stop(app, start_daemon):
     daemon.wait_no_leftovers()
 
 
-@pytest.mark.parametrize('worker_type, task', [
-    ('thread', 'slow_once'), ('process', 'slow_once'), ('greenlet', 'slow_once'),
-    ('asyncio', 'slow_once'), ('asyncio', 'aslow_once'), ('thread', 'aslow_once'),
-    ('process', 'aslow_once'), ('greenlet', 'aslow_once')])
-def test_sigterm_interrupts_requeues_and_next_start_reruns(app, start_daemon, worker_type, task):
+# Every worker type on SQLite; a sync and an async task on every other shared storage, whose
+# requeue of an interrupted task is its own.
+@pytest.mark.parametrize('storage, worker_type, task', [
+    ('sqlite', 'thread', 'slow_once'), ('sqlite', 'process', 'slow_once'),
+    ('sqlite', 'greenlet', 'slow_once'), ('sqlite', 'asyncio', 'slow_once'),
+    ('sqlite', 'asyncio', 'aslow_once'), ('sqlite', 'thread', 'aslow_once'),
+    ('sqlite', 'process', 'aslow_once'), ('sqlite', 'greenlet', 'aslow_once'),
+] + [(storage, worker_type, task) for storage in ('redis', 'postgres', 'sentinel', 'cluster')
+     for worker_type, task in (('thread', 'slow_once'), ('asyncio', 'aslow_once'))])
+def test_sigterm_interrupts_requeues_and_next_start_reruns(make_app, start_daemon, storage,
+                                                           worker_type, task):
+    app = make_app(storage)
     daemon = start_daemon(app, '-k', worker_type, '-w', '1')
     daemon.wait_ready(1)
     result = getattr(app, task)('a', 60)

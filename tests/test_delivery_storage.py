@@ -1,7 +1,9 @@
 """The storage side of at-least-once delivery: claims, leases, recovery, dead letters.
 
 Runs on every storage, and on PriorityRedisStorage, whose claims differ (also as
-PriorityRedisExpireStorage, built on it), on CySqliteStorage and on contrib's SqlStorage.
+PriorityRedisExpireStorage, built on it), on CySqliteStorage and on contrib's SqlStorage;
+RedisStorage on Redis Sentinel and Redis Cluster too, and PriorityRedisExpireStorage on
+the cluster (whose keys, the claims' included, carry the queue's hash tag).
 """
 import threading
 import time
@@ -9,31 +11,40 @@ import time
 import pytest
 
 from hueyd.constants import EmptyData
-from hueyd.storage import PostgresStorage, PriorityRedisStorage, RedisStorage, SqliteStorage
+from hueyd.storage import PriorityRedisStorage, RedisStorage, SqliteStorage
 from hueyd.storage import CySqliteStorage, PriorityRedisExpireStorage
 from hueyd.storage.protocols import Claimed, WriteBatching
 from conftest import url_for
 from support import RedisServer, make_storage, wait_until
 
+# Kinds that are a storage class on the deployment of a conftest kind.
+CLASS_KINDS = {'priority-redis': (PriorityRedisStorage, 'redis'),
+               'priority-redis-expire': (PriorityRedisExpireStorage, 'redis'),
+               'cluster-priority': (PriorityRedisStorage, 'cluster'),
+               'cluster-priority-expire': (PriorityRedisExpireStorage, 'cluster')}
+
+
+def open_store(kind, request, tmp_path, name, **options):
+    """A new storage of ``kind`` (a conftest kind, CLASS_KINDS or 'cysqlite') for queue
+    ``name``: a second one of the same kind shares the first one's data."""
+    if kind == 'cysqlite':
+        pytest.importorskip('cysqlite')
+        return CySqliteStorage(name, filename=str(tmp_path / 'h.db'), **options)
+    storage_class, kind = CLASS_KINDS.get(kind, (None, kind))
+    return make_storage(url_for(kind, request, tmp_path), name, storage_class=storage_class,
+                        **options)
+
+
+def kind_of(request, fixture):
+    """The kind a parametrized fixture of this test was made with."""
+    return request.node.callspec.params[fixture]
+
 
 @pytest.fixture(params=['memory', 'sqlite', 'cysqlite', 'file', 'redis', 'priority-redis',
-                        'priority-redis-expire', 'postgres', 'sql'])
+                        'priority-redis-expire', 'postgres', 'sql', 'sentinel', 'cluster',
+                        'cluster-priority-expire'])
 def store(request, tmp_path, queue_name):
-    if request.param.startswith('priority-redis'):
-        server = request.getfixturevalue('redis_server')
-        cls = PriorityRedisExpireStorage if request.param.endswith('expire') else PriorityRedisStorage
-        storage = cls(queue_name, url=server.url, read_timeout=0.05)
-    elif request.param == 'cysqlite':
-        pytest.importorskip('cysqlite')
-        storage = CySqliteStorage(queue_name, filename=str(tmp_path / 'h.db'))
-    elif request.param == 'postgres':
-        storage = make_storage(request.getfixturevalue('postgres_server').dsn, queue_name)
-    elif request.param == 'sql':
-        storage = make_storage(url_for('sql', request, tmp_path), queue_name)
-    else:
-        url = {'memory': 'memory://', 'sqlite': 'sqlite:///%s/h.db' % tmp_path,
-               'file': (tmp_path / 'files').as_uri()}.get(request.param)
-        storage = make_storage(url or request.getfixturevalue('redis_server').url, queue_name)
+    storage = open_store(request.param, request, tmp_path, queue_name)
     yield storage
     storage.flush_all()
     storage.close()
@@ -130,14 +141,11 @@ def test_move_due_is_one_step_and_keeps_priority(store):
     assert [store.dequeue(), store.dequeue()] == expected
 
 
-def test_blocking_claim_waits_for_a_message(store, request):
+def test_blocking_claim_waits_for_a_message(store, request, tmp_path):
     if not getattr(store, 'blocking', False):
         assert store.claim('w') == []
         return
-    if isinstance(store, PostgresStorage):
-        other = PostgresStorage(store.name, dsn=store.dsn)
-    else:
-        other = type(store)(store.name, url=request.getfixturevalue('redis_server').url)
+    other = open_store(kind_of(request, 'store'), request, tmp_path, store.name)
     assert store.claim('w') == []  # waited out read_timeout, then gave up
     other.enqueue(b'x', 3)
     assert [data for _, data in store.claim('w')] == [b'x']
@@ -165,10 +173,9 @@ def test_revocations_are_kept_read_and_used_up(store):
     assert store.read_revocations(['rt:t']) == [EmptyData]
 
 
-@pytest.fixture(params=['redis', 'priority-redis'])
-def redis_store(request, redis_server, queue_name):
-    cls = PriorityRedisStorage if request.param == 'priority-redis' else RedisStorage
-    storage = cls(queue_name, url=redis_server.url, read_timeout=5)
+@pytest.fixture(params=['redis', 'priority-redis', 'sentinel', 'cluster', 'cluster-priority'])
+def redis_store(request, tmp_path, queue_name):
+    storage = open_store(request.param, request, tmp_path, queue_name, read_timeout=5)
     yield storage
     storage.flush_all()
     storage.close()
@@ -187,9 +194,10 @@ def test_a_redis_claim_brings_every_revocation_in_its_round_trip(redis_store):
     assert redis_store.claim('w').revocations is None
 
 
-def test_a_blocking_claim_brings_the_revocations_made_while_it_waited(redis_store, redis_server):
-    other = type(redis_store)(redis_store.name, url=redis_server.url)
-    admin = redis_server.client()
+def test_a_blocking_claim_brings_the_revocations_made_while_it_waited(redis_store, request,
+                                                                     tmp_path):
+    other = open_store(kind_of(request, 'redis_store'), request, tmp_path, redis_store.name)
+    admin = other.conn  # on the master that serves the queue, the one the claim waits on
     got = []
     waiter = threading.Thread(target=lambda: got.append(redis_store.claim('w')))
     waiter.start()

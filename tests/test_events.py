@@ -26,15 +26,17 @@ from hueyd.times import to_timestamp
 from support import make_huey, wait_until
 from test_api import ListStorage
 from workflow_app import workflow_app  # noqa: F401
+from conftest import REDIS_KINDS, url_for
 
-EVENT_STORAGES = ['memory', 'sqlite', 'redis', 'postgres']
+EVENT_STORAGES = ['memory', 'sqlite', 'redis', 'postgres', 'sentinel', 'cluster']
 
 
 @pytest.fixture(params=EVENT_STORAGES)
 def ehuey(request, tmp_path, queue_name):
-    """A Huey with events on: Redis by default, SQLite and memory when asked."""
-    if request.param == 'redis':
-        huey = make_huey(queue_name, request.getfixturevalue('redis_server').url)
+    """A Huey with events on: Redis (one server, Sentinel, Cluster) by default, the others
+    when asked."""
+    if request.param in REDIS_KINDS:
+        huey = make_huey(queue_name, url_for(request.param, request, tmp_path))
     elif request.param == 'sqlite':
         huey = make_huey(queue_name, 'sqlite:///%s/huey.db' % tmp_path, events=True)
     elif request.param == 'postgres':
@@ -239,7 +241,9 @@ def test_one_storage_call_per_execute(ehuey, queue_name):
             calls.append(len(events))
             return super().publish_events(events)
 
-    huey = Huey(queue_name + '-c', storage_class=Counting, events=True,
+    # The queue of ehuey, whose storage lends its connections: a Redis Cluster pool reaches
+    # the master of that queue's slot only.
+    huey = Huey(queue_name, storage_class=Counting, events=True,
                 **_storage_kwargs(ehuey.storage))
 
     @huey.task(retries=1)

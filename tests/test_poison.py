@@ -15,7 +15,9 @@ import pytest
 from daemon_harness import APP_SOURCE, App, app_factory, start_daemon  # noqa: F401 (a fixture)
 from hueyd.exceptions import TaskException
 
-STORAGES = ['sqlite', 'redis']
+# Sentinel is RedisStorage on a plain master (test_storage covers it); a cluster lays its
+# keys out differently.
+STORAGES = ['sqlite', 'redis', 'cluster']
 GET_TIMEOUT = 60  # seconds: three crashes, each followed by a new pool's boot, on a busy machine
 MAX_DELIVERIES = 3
 

@@ -1,10 +1,14 @@
-"""RedisStorage on Redis Sentinel and on Redis Cluster, on real servers started here on
-loopback (tests/redis_ha_support.py): the storage contract and the claims of
-test_storage.py and test_delivery_storage.py, then what is particular to each: keys in
-one slot, slots that move, events across a cluster, WAIT, and a daemon that rides out a
-SIGKILLed master.
+"""What is particular to RedisStorage on Redis Sentinel and on Redis Cluster, on real
+servers started on loopback (tests/redis_ha_support.py): keys in one slot, slots that
+move, events across a cluster, socket timeouts beyond the longest wait, WAIT, and a
+daemon that rides out a SIGKILLed master.
+
+The storage contract, the delivery claims and the daemon run on both as the conftest
+kinds 'sentinel' and 'cluster' (conftest's session deployments ``redis_sentinels`` and
+``redis_cluster``). The tests here that only read use those too; a test that moves a
+slot, stops or kills a server starts a deployment of its own.
 """
-import inspect
+import itertools
 import logging
 import signal
 import threading
@@ -12,60 +16,25 @@ import time
 
 import pytest
 import redis
+from redis.crc import key_slot
 
-import test_delivery_storage
-import test_storage
 from daemon_harness import App, start_daemon  # noqa: F401
 from hueyd import RedisHuey
 from hueyd.exceptions import ConfigurationError
 from hueyd.storage import PriorityRedisExpireStorage, RedisStorage, storage_from_url
-from hueyd.storage.redis_ha import NotReplicated
+from hueyd.storage.redis_ha import NotReplicated, hash_tag
 from redis_ha_support import SERVICE, Cluster, Sentinels
-from support import wait_until
+from support import make_storage, wait_until
 
 KINDS = {'sentinel': RedisStorage, 'cluster': RedisStorage,
          'cluster-priority-expire': PriorityRedisExpireStorage}
 
 
-@pytest.fixture(scope='module')
-def cluster():
-    with Cluster() as deployment:
-        yield deployment
-
-
-@pytest.fixture(scope='module')
-def sentinels():
-    with Sentinels() as deployment:
-        yield deployment
-
-
 def open_storage(request, kind, name, **options):
-    deployment = request.getfixturevalue('sentinels' if kind == 'sentinel' else 'cluster')
-    _, kwargs = storage_from_url(deployment.url)
-    return KINDS[kind](name, **{'read_timeout': 0.05, **kwargs, **options})
-
-
-@pytest.fixture(params=list(KINDS))
-def storage(request, queue_name):
-    storage = open_storage(request, request.param, queue_name)
-    yield storage
-    storage.flush_all()
-    storage.close()
-
-
-@pytest.fixture
-def store(storage):
-    return storage
-
-
-def contract(module, fixture):
-    """The tests of ``module`` that take only ``fixture``: they run here on these storages."""
-    return {name: test for name, test in vars(module).items()
-            if name.startswith('test_') and list(inspect.signature(test).parameters) == [fixture]}
-
-
-globals().update(contract(test_storage, 'storage'))
-globals().update(contract(test_delivery_storage, 'store'))
+    """A storage on conftest's session deployment (never one a test may disrupt)."""
+    deployment = request.getfixturevalue('redis_sentinels' if kind == 'sentinel'
+                                         else 'redis_cluster')
+    return make_storage(deployment.url, name, storage_class=KINDS[kind], **options)
 
 
 def _attempt(operation, *args):
@@ -81,6 +50,7 @@ def _attempt(operation, *args):
 
 @pytest.mark.parametrize('kind', ['sentinel', 'cluster'])
 def test_a_blocking_claim_waits_its_read_timeout_then_takes_a_message(request, kind, queue_name):
+    """The socket timeout of a Sentinel or Cluster connection: beyond the longest wait."""
     waiter = open_storage(request, kind, queue_name, read_timeout=0.5)
     other = open_storage(request, kind, queue_name)
     # Set beyond the longest wait: a silent master raises, a wait is never cut short.
@@ -96,18 +66,6 @@ def test_a_blocking_claim_waits_its_read_timeout_then_takes_a_message(request, k
     assert [data for _, data in got[0]] == [b'x']
     waiter.flush_all()
     for storage in (waiter, other):
-        storage.close()
-
-
-@pytest.mark.parametrize('kind', ['sentinel', 'cluster'])
-def test_events_reach_a_listener_through_another_storage(request, kind, queue_name):
-    publisher = open_storage(request, kind, queue_name)
-    listening = open_storage(request, kind, queue_name)
-    listener = listening.listener()
-    publisher.publish_events([b'{"n": 1}', b'{"n": 2}'])
-    assert [listener.get_event(5), listener.get_event(5)] == [{'n': 1}, {'n': 2}]
-    listener.close()
-    for storage in (publisher, listening):
         storage.close()
 
 
@@ -145,7 +103,7 @@ def every_key(cluster, name):
     return found
 
 
-def test_every_key_of_a_queue_is_in_its_slot(request, cluster, queue_name):
+def test_every_key_of_a_queue_is_in_its_slot(request, redis_cluster, queue_name):
     storage = open_storage(request, 'cluster-priority-expire', queue_name, notify_result=True)
     storage.enqueue(b'a', 1)
     storage.enqueue(b'b', 2)
@@ -159,9 +117,9 @@ def test_every_key_of_a_queue_is_in_its_slot(request, cluster, queue_name):
     storage.incr('counter')
     storage.add_dead_letter('k', b'dead')
     storage.put_state('node', 'me', b'busy', 30)
-    keys = every_key(cluster, queue_name)
+    keys = every_key(redis_cluster, queue_name)
     assert len(keys) >= 14, keys
-    with cluster.nodes[0].client() as client:
+    with redis_cluster.nodes[0].client() as client:
         slots = {client.cluster('KEYSLOT', key) for key in keys}
     assert len(slots) == 1 and len(set(keys.values())) == 1, keys
     storage.flush_all()
@@ -169,20 +127,40 @@ def test_every_key_of_a_queue_is_in_its_slot(request, cluster, queue_name):
     storage.close()
 
 
-def test_queues_spread_over_the_masters(cluster):
+def test_a_lent_cluster_pool_serves_the_queues_of_its_slot_only(request, queue_name):
+    owner = open_storage(request, 'cluster', queue_name)
+    borrower = RedisStorage(queue_name, connection_pool=owner.pool, read_timeout=0.05)
+    assert (borrower.queue_key, borrower.location()) == (owner.queue_key, owner.location())
+    borrower.enqueue(b'x')
+    assert owner.dequeue() == b'x'
+    slot = key_slot(hash_tag(queue_name).encode())
+    names = ('%s_%d' % (queue_name, i) for i in itertools.count())
+    neighbour = next(name for name in names if key_slot(hash_tag(name).encode()) == slot)
+    stranger = next(name for name in names if key_slot(hash_tag(name).encode()) != slot)
+    neighbouring = RedisStorage(neighbour, connection_pool=owner.pool, read_timeout=0.05)
+    neighbouring.enqueue(b'y')  # the master of the slot has it
+    assert neighbouring.dequeue() == b'y' and owner.queue_size() == 0
+    # Its keys are on another master: refused, instead of redirected forever (or, with one
+    # server's key names, written where no storage made from the URL would look).
+    with pytest.raises(ConfigurationError, match='slot %d only' % slot):
+        RedisStorage(stranger, connection_pool=owner.pool)
+    owner.close()
+
+
+def test_queues_spread_over_the_masters(redis_cluster):
     masters = set()
     for name in ('alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta'):
-        port = cluster.nodes[2].port  # it learns the others
+        port = redis_cluster.nodes[2].port  # it learns the others
         storage = RedisHuey(name, cluster=True, host='127.0.0.1', port=port).storage
         storage.conn.ping()
         masters.add(storage.pool.get_connection().port)
         storage.close()
-    assert masters == {node.port for node in cluster.nodes}
+    assert masters == {node.port for node in redis_cluster.nodes}
 
 
-def test_a_published_event_reaches_every_node(request, cluster, queue_name):
+def test_a_published_event_reaches_every_node(request, redis_cluster, queue_name):
     """Plain PUBLISH: a cluster passes it to every node, so a subscriber anywhere hears it."""
-    subscribers = [node.client().pubsub() for node in cluster.nodes]
+    subscribers = [node.client().pubsub() for node in redis_cluster.nodes]
     for pubsub in subscribers:
         pubsub.subscribe('hueyd.%s.events' % queue_name)
         assert pubsub.get_message(timeout=5)['type'] == 'subscribe'
@@ -209,16 +187,22 @@ def move_slot(cluster, slot, source, target):
             client.execute_command('CLUSTER SETSLOT', slot, 'NODE', target_id)
 
 
-def test_a_queue_follows_its_slot_to_another_master(request, cluster, caplog):
-    storage = open_storage(request, 'cluster', 'moving')
-    storage.flush_all()
+@pytest.fixture
+def resharded_cluster():
+    """A cluster of its own: the test moves a slot to another master."""
+    with Cluster() as deployment:
+        yield deployment
+
+
+def test_a_queue_follows_its_slot_to_another_master(resharded_cluster, caplog):
+    storage = make_storage(resharded_cluster.url, 'moving')
     storage.enqueue(b'a')
     storage.enqueue(b'b')
     receipt, _ = storage.claim('w')[0]
     slot = storage.conn.execute_command('CLUSTER KEYSLOT', storage.queue_key)
-    source = cluster.node_serving(slot)
-    target = next(node for node in cluster.nodes if node is not source)
-    move_slot(cluster, slot, source, target)
+    source = resharded_cluster.node_serving(slot)
+    target = next(node for node in resharded_cluster.nodes if node is not source)
+    move_slot(resharded_cluster, slot, source, target)
     with caplog.at_level(logging.WARNING, logger='hueyd'):
         wait_until(lambda: _attempt(storage.enqueue, b'c'), timeout=10)  # MOVED, reconnects
         assert storage.pool.get_connection().port == target.port
@@ -233,13 +217,14 @@ def test_a_queue_follows_its_slot_to_another_master(request, cluster, caplog):
 
 # --- Sentinel --------------------------------------------------------------------------
 
-def test_wait_replicas_returns_once_the_replica_has_the_message(sentinels, queue_name):
-    storage = RedisHuey(queue_name, sentinels=[('127.0.0.1', s.port) for s in sentinels.sentinels],
-                        service_name=SERVICE, wait_replicas=1).storage
+def test_wait_replicas_returns_once_the_replica_has_the_message(redis_sentinels, queue_name):
+    sentinels = [('127.0.0.1', sentinel.port) for sentinel in redis_sentinels.sentinels]
+    storage = RedisHuey(queue_name, sentinels=sentinels, service_name=SERVICE,
+                        wait_replicas=1).storage
     storage.enqueue(b'a')
     storage.enqueue_many([(b'b', None), (b'c', None)])
     storage.add_to_schedule(b's', 0)
-    with sentinels.replica.client() as replica:
+    with redis_sentinels.replica.client() as replica:
         assert replica.llen(storage.queue_key) == 3 and replica.zcard(storage.schedule_key) == 1
     storage.wait_replicas, storage.wait_timeout = 2, 0.1  # there is only one replica
     with pytest.raises(NotReplicated, match='1 of the 2 replicas'):

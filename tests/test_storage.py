@@ -21,7 +21,7 @@ from hueyd.storage.protocols import (Claims, Counters, DataStore, DeadLetters, E
                                      Queue, Schedule, Stats, WriteBatching)
 from hueyd.storage import CySqliteStorage, PriorityRedisExpireStorage, RedisExpireStorage
 from support import make_storage, wait_until
-from conftest import SHARED_STORAGE_KINDS, STORAGE_KINDS, url_for
+from conftest import REDIS_KINDS, SHARED_STORAGE_KINDS, STORAGE_KINDS, url_for
 
 
 def drain(storage):
@@ -32,10 +32,20 @@ def drain(storage):
 
 
 # conftest's fixtures build the storages a URL names (its STORAGE_KINDS). These
-# override them here, so the contract also runs on the storages no URL names.
-CLASS_KINDS = {'redis-expire': RedisExpireStorage,
-               'priority-redis-expire': PriorityRedisExpireStorage,
-               'cysqlite': CySqliteStorage}
+# override them here, so the contract also runs on the storages no URL names: kind ->
+# (class, the conftest kind of the deployment it runs on).
+CLASS_KINDS = {'redis-expire': (RedisExpireStorage, 'redis'),
+               'priority-redis-expire': (PriorityRedisExpireStorage, 'redis'),
+               # A cluster's keys carry a hash tag: the priority queue's and the expiring
+               # results' keys too.
+               'cluster-priority-expire': (PriorityRedisExpireStorage, 'cluster'),
+               'cysqlite': (CySqliteStorage, None)}
+
+
+def open_redis(request, tmp_path, storage_class, kind, name, **options):
+    """A new ``storage_class`` on the Redis deployment of conftest kind ``kind``."""
+    return make_storage(url_for(kind, request, tmp_path), name, storage_class=storage_class,
+                        **options)
 
 
 @pytest.fixture
@@ -47,8 +57,7 @@ def opener(request, tmp_path):
         if kind == 'cysqlite':
             pytest.importorskip('cysqlite')
             return CySqliteStorage(name, filename=str(tmp_path / 'huey.db'))
-        return CLASS_KINDS[kind](name, url=request.getfixturevalue('redis_server').url,
-                                 read_timeout=0.05)
+        return open_redis(request, tmp_path, *CLASS_KINDS[kind], name)
     return open_storage
 
 
@@ -181,6 +190,21 @@ def test_a_second_instance_sees_the_same_data(shared_kind, shared_storage, opene
         assert storage.has_data_for_key('k') is False
     finally:
         other.close()
+
+
+# The shared kinds that carry events (files and SqlStorage carry none).
+@pytest.mark.parametrize('shared_kind', [kind for kind in SHARED_STORAGE_KINDS + list(CLASS_KINDS)
+                                         if kind not in ('file', 'sql')])
+def test_events_reach_a_listener_through_another_instance(shared_kind, shared_storage, opener,
+                                                          queue_name):
+    listening = opener(shared_kind, queue_name)
+    listener = listening.listener()
+    try:
+        shared_storage.publish_events([b'{"n": 1}', b'{"n": 2}'])
+        assert [listener.get_event(5), listener.get_event(5)] == [{'n': 1}, {'n': 2}]
+    finally:
+        listener.close()
+        listening.close()
 
 
 def test_close_then_use_again(storage):
@@ -470,7 +494,7 @@ def test_what_a_storage_answers_for_the_optional_protocols_it_does_not_declare()
 
 # The kinds that declare Stats (test_each_storage_supports_what_it_declares checks the rest).
 STATS_KINDS = ['memory', 'sqlite', 'redis', 'postgres', 'redis-expire', 'priority-redis-expire',
-               'cysqlite']
+               'cysqlite', 'sentinel', 'cluster']
 
 
 @pytest.fixture(params=STATS_KINDS)
@@ -533,8 +557,9 @@ def test_stats_are_shared_by_instances_of_one_queue_only(stats_kind, opener, que
             storage.close()
 
 
-def test_redis_keeps_a_minute_of_stats_for_the_retention(redis_server, queue_name):
-    storage = RedisStorage(queue_name, url=redis_server.url)
+@pytest.mark.parametrize('kind', REDIS_KINDS)
+def test_redis_keeps_a_minute_of_stats_for_the_retention(request, tmp_path, kind, queue_name):
+    storage = open_redis(request, tmp_path, RedisStorage, kind, queue_name)
     try:
         storage.add_stats({(this_minute(), 'app.add'): {'runs': 1}})
         [key] = storage.conn.keys(storage.stats_prefix + '*')
@@ -692,17 +717,16 @@ def _consumer(storage, results):
     results.put(got)
 
 
-@pytest.mark.parametrize('kind', ['sqlite', 'file', 'postgres', 'sql'])
+@pytest.mark.parametrize('kind', ['sqlite', 'file', 'postgres', 'sql'] + REDIS_KINDS)
 def test_processes_never_dequeue_the_same_message(tmp_path, kind, request, queue_name):
     if kind == 'sqlite':
         storage = SqliteStorage('q', filename=str(tmp_path / 'huey.db'))
     elif kind == 'sql':
         storage = make_storage(url_for(kind, request, tmp_path), queue_name)
-    elif kind == 'postgres':
-        storage = PostgresStorage(queue_name, dsn=request.getfixturevalue('postgres_server').dsn,
-                                  blocking=False)
-    else:
+    elif kind == 'file':
         storage = FileStorage('q', path=str(tmp_path))
+    else:  # a child's redis-py pool (or psycopg connection) must be its own, not the parent's
+        storage = make_storage(url_for(kind, request, tmp_path), queue_name, blocking=False)
     messages = [b'message-%d' % i for i in range(2000)]
     storage.enqueue_many([(m, None) for m in messages])
     assert storage.queue_size() == 2000  # the parent's connection is open while forking
@@ -919,9 +943,9 @@ def test_postgres_without_psycopg_names_the_extra(monkeypatch):
 
 # --- redis -----------------------------------------------------------------
 
-@pytest.fixture
-def priority_storage(redis_server, queue_name):
-    storage = PriorityRedisStorage(queue_name, url=redis_server.url, read_timeout=0.05)
+@pytest.fixture(params=REDIS_KINDS)
+def priority_storage(request, tmp_path, queue_name):
+    storage = open_redis(request, tmp_path, PriorityRedisStorage, request.param, queue_name)
     yield storage
     storage.flush_all()
     storage.close()
@@ -948,9 +972,10 @@ def test_priority_redis_dequeue(priority_storage, blocking):
     assert storage.dequeue() is None
 
 
-def test_redis_blocking_dequeue_waits_for_a_message(redis_server, queue_name):
-    storage = RedisStorage(queue_name, url=redis_server.url, read_timeout=5)
-    producer = RedisStorage(queue_name, url=redis_server.url)
+@pytest.mark.parametrize('kind', REDIS_KINDS)
+def test_redis_blocking_dequeue_waits_for_a_message(request, tmp_path, kind, queue_name):
+    storage = open_redis(request, tmp_path, RedisStorage, kind, queue_name, read_timeout=5)
+    producer = open_redis(request, tmp_path, RedisStorage, kind, queue_name)
     try:
         timer = threading.Timer(0.1, producer.enqueue, args=(b'late',))
         timer.start()
@@ -962,9 +987,10 @@ def test_redis_blocking_dequeue_waits_for_a_message(redis_server, queue_name):
         producer.close()
 
 
-def test_redis_read_schedule_is_atomic_across_clients(redis_server, queue_name):
-    writer = RedisStorage(queue_name, url=redis_server.url)
-    readers = [RedisStorage(queue_name, url=redis_server.url) for _ in range(2)]
+@pytest.mark.parametrize('kind', REDIS_KINDS)
+def test_redis_read_schedule_is_atomic_across_clients(request, tmp_path, kind, queue_name):
+    writer = open_redis(request, tmp_path, RedisStorage, kind, queue_name)
+    readers = [open_redis(request, tmp_path, RedisStorage, kind, queue_name) for _ in range(2)]
     total = 1000
     got = [[] for _ in readers]
     done = threading.Event()
@@ -1055,9 +1081,10 @@ def test_redis_connection_options(redis_server, queue_name):
 
 # --- redis with expiring results (RedisExpireStorage) ------------------------
 
-def test_redis_notify_result_wakes_every_waiter(redis_server, queue_name):
-    storage = RedisStorage(queue_name, url=redis_server.url, notify_result=True,
-                           notify_result_ttl=30)
+@pytest.mark.parametrize('kind', REDIS_KINDS)
+def test_redis_notify_result_wakes_every_waiter(request, tmp_path, kind, queue_name):
+    storage = open_redis(request, tmp_path, RedisStorage, kind, queue_name, notify_result=True,
+                         notify_result_ttl=30)
     woken = []
     waiters = [threading.Thread(target=lambda: woken.append(storage.wait_result('r', timeout=20)))
                for _ in range(2)]
@@ -1079,9 +1106,10 @@ def test_waits_for_results_says_whether_wait_result_is_woken_or_polls(redis_serv
     assert not MemoryStorage(queue_name).waits_for_results
 
 
-def test_redis_notify_key_expires_after_notify_result_ttl(redis_server, queue_name):
-    storage = RedisStorage(queue_name, url=redis_server.url, notify_result=True,
-                           notify_result_ttl=30)
+@pytest.mark.parametrize('kind', REDIS_KINDS)
+def test_redis_notify_key_expires_after_notify_result_ttl(request, tmp_path, kind, queue_name):
+    storage = open_redis(request, tmp_path, RedisStorage, kind, queue_name, notify_result=True,
+                         notify_result_ttl=30)
     storage.put_data('r', b'1', is_result=True)
     assert 0 < storage.conn.ttl(storage.notify_prefix + 'r') <= 30
     storage.put_data('plain', b'1')  # only results notify
@@ -1095,13 +1123,19 @@ def test_redis_key_names_keep_letters_digits_and_underscores(redis_server):
         'hueyd.app-v1.queue'
 
 
-@pytest.fixture(params=[RedisExpireStorage, PriorityRedisExpireStorage])
-def expiring(request, redis_server, queue_name):
+# Each class, and each deployment.
+@pytest.fixture(params=[(RedisExpireStorage, 'redis'), (PriorityRedisExpireStorage, 'redis'),
+                        (RedisExpireStorage, 'sentinel'), (PriorityRedisExpireStorage, 'cluster')],
+                ids=['expire-redis', 'priority-expire-redis', 'expire-sentinel',
+                     'priority-expire-cluster'])
+def expiring(request, tmp_path, queue_name):
     """``expiring(expire_time)``: a new storage of the class, emptied and closed afterwards."""
     made = []
+    storage_class, kind = request.param
 
     def make(expire_time):
-        made.append(request.param(queue_name, url=redis_server.url, expire_time=expire_time))
+        made.append(open_redis(request, tmp_path, storage_class, kind, queue_name,
+                               expire_time=expire_time))
         return made[-1]
     yield make
     for storage in made:
@@ -1122,9 +1156,9 @@ def test_redis_expire_results_outlive_reads_until_they_expire(expiring):
     assert storage.result_items() == {'k': b'data'}  # only results expire
 
 
-def test_redis_expire_key_layout(expiring, queue_name):
+def test_redis_expire_key_layout(expiring):
     storage = expiring(expire_time=3600)
-    client, prefix = storage.conn, 'hueyd.%s.' % queue_name
+    client, prefix = storage.conn, storage.key_prefix  # hueyd.{<name>}. in a cluster
     storage.put_data('r', b'1', is_result=True)
     assert client.get(prefix + 'result.r') == b'1'
     assert 3590 * 1000 < client.pttl(prefix + 'result.r') <= 3600 * 1000
@@ -1138,7 +1172,7 @@ def test_redis_expire_key_layout(expiring, queue_name):
     assert client.keys(prefix + '*') == []
 
 
-def test_redis_expire_result_goes_out_in_the_write_batch_before_its_ack(expiring, queue_name):
+def test_redis_expire_result_goes_out_in_the_write_batch_before_its_ack(expiring):
     storage = expiring(expire_time=60)
     storage.enqueue(b'm')
     (receipt, _), = storage.claim('w')
@@ -1150,7 +1184,7 @@ def test_redis_expire_result_goes_out_in_the_write_batch_before_its_ack(expiring
     storage.end_batch()
     assert storage.peek_data('r') == b'1'
     assert storage.claimed_items() == {}
-    assert 0 < storage.conn.pttl('hueyd.%s.result.r' % queue_name) <= 60000
+    assert 0 < storage.conn.pttl(storage.key_prefix + 'result.r') <= 60000
 
 
 @pytest.mark.parametrize('expire_time', [0, -1, None])

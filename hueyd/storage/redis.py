@@ -321,7 +321,8 @@ class RedisStorage(Claims, DeadLetters, Events, NodeState, Stats,
                 cluster, startup_nodes, longest_wait=max(read_timeout, wait_timeout, 1.0),
                 **connection_params)
         else:
-            reach = redis_ha.Reach(connection_pool)
+            # A Redis Cluster pool of another storage: cluster keys, and only in its slot.
+            reach = redis_ha.borrowed(self.name, connection_pool)
         self.pool = reach.pool
         self.where = reach.where
         self.conn = redis.Redis(connection_pool=self.pool)

@@ -18,7 +18,8 @@ PUBLISH, which the claims and the write batch need): a connection asks the clust
 which master serves the slot when it connects, and a redirection (MOVED, ASK) or a
 cluster outage drops it, as a ConnectionError the storage's callers retry. Sentinel
 connections are redis-py's, which ask the sentinels the same way. Either logs once when
-the master changed (a failover) and it reconnected.
+the master changed (a failover) and it reconnected. So a cluster storage's pool, lent to
+another storage (``connection_pool=``), serves only the queues whose keys are in its slot.
 """
 import logging
 import threading
@@ -125,6 +126,27 @@ def connect(name, url=None, sentinels=None, service_name=None, sentinel_kwargs=N
     return Reach(redis.ConnectionPool(**params))
 
 
+def borrowed(name, pool):
+    """The Reach of a storage for queue ``name`` on a connection pool it was given
+    (``connection_pool=``).
+
+    A pool that another storage made for a Redis Cluster reaches the master of that
+    storage's slot only: it serves the queues whose keys are in that slot, with their
+    keys' hash tags, and no other (their commands would be redirected, MOVED, forever,
+    or land in keys of the wrong layout that no storage made from a URL reads).
+    """
+    slot_master = pool.connection_kwargs.get('slot_master')
+    if not isinstance(slot_master, SlotMaster):
+        return Reach(pool)  # one server, or a Sentinel's master: any queue
+    slot = key_slot(hash_tag(name).encode())
+    if slot != slot_master.slot:
+        raise ConfigurationError(
+            'this connection pool reaches the Redis Cluster master of slot %d only, and the '
+            'keys of queue %r are in slot %d: give the storage the redis+cluster:// URL (or '
+            'cluster=True and startup_nodes) instead' % (slot_master.slot, name, slot))
+    return Reach(pool, cluster=True, where=_cluster_where(slot_master.startup_nodes, name, slot))
+
+
 def _parse_ha_url(url, params, default_port):
     """The (host, port) list and the path of a Sentinel or Cluster URL; its other parts
     (user, password, TLS, query options) go into ``params`` as redis-py reads them."""
@@ -222,7 +244,8 @@ class SlotMaster:
 
     def __init__(self, slot, nodes, params):
         self.slot = slot
-        self.nodes = [tuple(node) for node in nodes]  # startup nodes, then those learnt
+        self.startup_nodes = [tuple(node) for node in nodes]
+        self.nodes = list(self.startup_nodes)  # then those learnt
         self.params = params
 
     def address(self):
@@ -289,11 +312,14 @@ def _cluster(name, startup_nodes, params):
     discovery = {key: value for key, value in params.items()
                  if key.startswith(('ssl', 'socket_')) or key in ('username', 'password')}
     params['connection_class'] = SlotSSLConnection if params.pop('ssl', False) else SlotConnection
-    where = 'queue %r (slot %d)' % (name, slot)
     pool = redis.ConnectionPool(slot_master=SlotMaster(slot, startup_nodes, discovery),
-                                watch=MasterWatch(where), **params)
-    return Reach(pool, cluster=True, where='Redis Cluster (%s), %s' % (
-        ','.join('%s:%s' % tuple(node) for node in startup_nodes), where))
+                                watch=MasterWatch('queue %r (slot %d)' % (name, slot)), **params)
+    return Reach(pool, cluster=True, where=_cluster_where(startup_nodes, name, slot))
+
+
+def _cluster_where(startup_nodes, name, slot):
+    return 'Redis Cluster (%s), queue %r (slot %d)' % (
+        ','.join('%s:%s' % tuple(node) for node in startup_nodes), name, slot)
 
 
 def hash_tag(name):
