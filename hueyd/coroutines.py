@@ -13,6 +13,7 @@ import os
 import threading
 
 from hueyd.exceptions import TaskTimeout
+from hueyd.storage.batch import UNBATCHED
 
 
 async def within_deadline(task, coroutine):
@@ -30,34 +31,21 @@ async def within_deadline(task, coroutine):
         raise
 
 
-class stepwise:
-    """Awaits ``coroutine`` with ``around()`` (a context manager) entered for each of its steps
-    and left whenever it waits, so the state that context sets is the coroutine's alone
-    while other coroutines of the same thread run between its steps.
+async def unbatched(coroutine):
+    """Await ``coroutine`` with its writes sent at once, and those of the asyncio Tasks it
+    starts (they copy its context), while the thread's other writes wait for a flush.
 
-    hueyd.executor uses it for ``storage.unbatched()``, a per-thread switch: in an
-    asyncio pool the task's own writes go out at once, the pool's still wait for a flush.
+    hueyd.executor awaits an async task's coroutine in it: in an asyncio pool, whose loop
+    thread batches, the task's own writes (a task it enqueues and waits for) go out at
+    once, the pool's still wait for a flush. The switch is a context variable, which each
+    asyncio Task has its own copy of, so the coroutines of other tasks running between
+    this one's steps are not affected, and it costs nothing per step.
     """
-
-    def __init__(self, coroutine, around):
-        self.coroutine = coroutine
-        self.around = around
-
-    def __await__(self):
-        coroutine, value, error = self.coroutine, None, None
-        while True:
-            with self.around():
-                try:
-                    if error is None:
-                        waiting = coroutine.send(value)
-                    else:
-                        waiting = coroutine.throw(error)
-                except StopIteration as stop:
-                    return stop.value
-            try:
-                value, error = (yield waiting), None
-            except BaseException as exc:  # cancellation too: the coroutine gets to handle it
-                value, error = None, exc
+    token = UNBATCHED.set(True)
+    try:
+        return await coroutine
+    finally:
+        UNBATCHED.reset(token)
 
 
 class TaskLoop:

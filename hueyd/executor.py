@@ -15,7 +15,7 @@ import time
 import traceback
 
 from hueyd import signals as S
-from hueyd.coroutines import stepwise, within_deadline
+from hueyd.coroutines import unbatched, within_deadline
 from hueyd.events import EVENT_ERROR_ENQUEUEING, EVENT_ERROR_SCHEDULING
 from hueyd.exceptions import (CancelExecution, HueyException, RateLimitExceeded, RetryTask,
                               TaskException, TaskLockedException, TaskTimeout)
@@ -186,8 +186,8 @@ class Executor:
                 coroutine = task.coroutine()
                 if task.deadline is not None:
                     coroutine = within_deadline(task, coroutine)
-                # Other coroutines run between the task's steps: unbatched for its steps only.
-                return await stepwise(coroutine, self.huey.storage.unbatched), None, None
+                # Other coroutines run between the task's steps: unbatched for its own only.
+                return await unbatched(coroutine), None, None
         except BaseException as exc:
             return self.caught(task, exc, interrupt, started)
         finally:

@@ -230,6 +230,39 @@ def test_in_an_asyncio_pool_the_tasks_own_writes_go_out_at_once_the_results_wait
     assert (parent_result.get(), quick_result.get()) == ('parent', 'quick')
 
 
+def test_in_an_asyncio_pool_the_asyncio_tasks_a_task_starts_write_at_once_too(tmp_path):
+    """An asyncio Task that a task's coroutine starts (asyncio.gather, create_task) runs its
+    steps apart from the task's, yet its writes are the task's own: they go out at once.
+    A task awaiting the result of a subtask that such a Task enqueued would wait for the
+    pool's next flush otherwise."""
+    path = str(tmp_path / 'huey.db')
+    huey, reader = SqliteHuey('batch', filename=path), SqliteHuey('batch', filename=path)
+    seen = {}
+
+    @huey.task()
+    def child():
+        pass
+
+    @huey.task()
+    async def parent():
+        async def enqueue_child():
+            await asyncio.sleep(0)
+            child()
+        await asyncio.gather(enqueue_child())
+        await asyncio.create_task(enqueue_child())
+        seen['queued'] = reader.pending_count()
+        return 'parent'
+
+    parent_result = parent()
+    task = huey.dequeue()
+    huey.storage.begin_batch()
+    asyncio.run(huey.aexecute(task))
+    assert seen['queued'] == 2, 'the enqueue of a Task the task started waited for a flush'
+    assert reader.result(parent_result.id) is None, 'the result went out before the flush'
+    huey.storage.end_batch()
+    assert parent_result.get() == 'parent'
+
+
 # --- awaiting results ----------------------------------------------------------
 
 def test_await_result_on_every_storage(huey):

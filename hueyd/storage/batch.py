@@ -11,9 +11,13 @@ which sends batches until none is pending (unless it asks to ``wait``).
 it returns once the batch that holds them was sent, and raises that send's
 error if it failed, whichever thread sent it.
 """
+import contextvars
 import threading
 
 KEEP_FAILURES = 64  # failed batches remembered for threads that have yet to ask
+# True while an async task's code runs (hueyd.coroutines.unbatched): its writes, and those of
+# the asyncio Tasks it starts, go out at once even on a thread whose writes wait for a flush.
+UNBATCHED = contextvars.ContextVar('hueyd_unbatched', default=False)
 
 
 class SharedBatch:
@@ -40,8 +44,8 @@ class SharedBatch:
 
     @property
     def active(self):
-        """Whether this thread's writes wait for a flush."""
-        return getattr(self._local, 'batching', False)
+        """Whether this thread's writes wait for a flush (not in an async task's code)."""
+        return getattr(self._local, 'batching', False) and not UNBATCHED.get()
 
     def unbatched(self):
         """A context in which this thread writes at once (a task runs in one)."""
