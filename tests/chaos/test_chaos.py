@@ -8,6 +8,11 @@ Every run prints one line of figures, visible without ``-s``::
   a pool process is killed with SIGKILL every 300 ms, the master is killed with
   SIGKILL once (and a new daemon started), Redis is restarted once and the
   master gets 20 SIGHUPs in 2 seconds.
+* ``test_redis_asyncio_chaos``: the same with ``-k asyncio`` pools (four, each running
+  ASYNC_WORKERS tasks at once) and tasks that take up to 19 ms, half of them
+  ``async def`` (awaited on the pool's loop), half plain (in its thread pool): a kill
+  -9 then hits a pool with many tasks in flight, messages claimed ahead of its slots,
+  and acknowledgements waiting for its next write batch.
 * ``test_postgres_chaos``: the same on a dedicated PostgreSQL, restarted (a fast
   shutdown, then a start on the same data) where Redis is.
 * ``test_sentinel_chaos``: the same on Redis Sentinel (a master, a replica, three
@@ -36,7 +41,7 @@ master's crash-loop backoff, and the last pool at work is spared (see
 ``Chaos.victims``). So how many kills 5,000 tasks leave room for depends on the machine's
 speed: a run goes on until MIN_POOL_KILLS were made, adding tasks whenever the
 queue runs low (a fast machine), within the last stage's time limit.
-``CHAOS_VERBOSE=1`` also prints each run's timeline.
+``CHAOS_VERBOSE=1`` also prints each run's timeline, and the errors its daemons logged.
 """
 import collections
 import os
@@ -64,6 +69,9 @@ LEASE_TIMEOUT = 2
 MAX_DELIVERIES = 10
 DAEMON_ARGS = ('-k', 'process', '-w', str(POOLS), '--lease-timeout', str(LEASE_TIMEOUT),
                '--max-deliveries', str(MAX_DELIVERIES))
+ASYNC_WORKERS = 10  # tasks each -k asyncio pool runs at once
+ASYNCIO_ARGS = ('-k', 'asyncio', '--processes', str(POOLS), '-w', str(ASYNC_WORKERS),
+                '--lease-timeout', str(LEASE_TIMEOUT), '--max-deliveries', str(MAX_DELIVERIES))
 POOL_KILL_EVERY = 0.3           # seconds between two kill -9 of a pool
 MIN_POOL_KILLS = 10             # the run goes on, with more tasks, until that many were made
 TOP_UP = 200                    # tasks added at a time meanwhile, when the queue runs low
@@ -78,7 +86,9 @@ FORGED_FROM = 100000            # task numbers in bad messages start here
 
 CHAOS_APP = '''\
 """The chaos suite's application (written by tests/chaos/test_chaos.py)."""
+import asyncio
 import os
+import time
 
 from hueyd import Huey, SignedSerializer
 
@@ -99,6 +109,20 @@ def mark(number):
     finally:
         os.close(fd)
     return number
+
+
+@huey.task()
+async def amark(number):
+    # Up to 19 ms on the loop first, so that a pool has many tasks in flight when killed.
+    await asyncio.sleep(number % 20 / 1000)
+    return mark.call_local(number)
+
+
+@huey.task()
+def nap(number):
+    # The same in a thread: a plain task under -k asyncio runs in the pool's thread pool.
+    time.sleep(number % 20 / 1000)
+    return mark.call_local(number)
 '''
 
 
@@ -146,9 +170,10 @@ class Chaos:
     """Drives daemons on one app, killing a random working pool every POOL_KILL_EVERY
     seconds while it waits for something (``run_until``), and keeps the figures."""
 
-    def __init__(self, app, start_daemon, seed, kill_pools=True):
+    def __init__(self, app, start_daemon, seed, kill_pools=True, args=DAEMON_ARGS):
         self.app = app
         self.start_daemon = start_daemon
+        self.args = args  # the daemon's
         self.rng = random.Random(seed)
         self.seed = seed
         self.kill_pools = kill_pools
@@ -169,7 +194,7 @@ class Chaos:
                                                       self.app.done()))
 
     def start(self):
-        self.daemons.append(self.start_daemon(self.app, *DAEMON_ARGS))
+        self.daemons.append(self.start_daemon(self.app, *self.args))
         self.figures['daemons'] += 1
         return self.daemon
 
@@ -381,13 +406,17 @@ def chunks(numbers, parts):
     return [numbers[i:i + size] for i in range(0, len(numbers), size)]
 
 
-def run_chaos(app, start_daemon, capsys, storage_name, restart=None):
+def run_chaos(app, start_daemon, capsys, storage_name, restart=None, args=DAEMON_ARGS,
+              task=None):
     """5,000 tasks in four stages; between stages, with a stage's tasks in flight:
     kill -9 the master, restart the storage's server (``restart``: its stop and start
     functions, when given), 20 SIGHUPs in 2 seconds.
-    Pools are killed every POOL_KILL_EVERY seconds throughout."""
+    Pools are killed every POOL_KILL_EVERY seconds throughout.
+    ``args``: the daemon's; ``task(number)``: the task that marks ``number`` (``mark``)."""
     seed = random.randrange(1 << 30)
-    chaos = Chaos(app, start_daemon, seed)
+    chaos = Chaos(app, start_daemon, seed, args=args)
+    task = task or app.mark.s
+    kind = args[args.index('-k') + 1]
     chaos.restart = restart
     numbers = chaos.numbers = list(range(TASKS))  # grows with the tasks added at the end
     stages = chunks(numbers, 4)
@@ -396,7 +425,7 @@ def run_chaos(app, start_daemon, capsys, storage_name, restart=None):
 
     def enqueue(stage):
         nonlocal enqueued
-        app.huey.enqueue_many(app.mark.s(n) for n in stage)
+        app.huey.enqueue_many(task(n) for n in stage)
         enqueued += len(stage)
 
     def halfway_through_last_stage():
@@ -460,13 +489,15 @@ def run_chaos(app, start_daemon, capsys, storage_name, restart=None):
     lost, duplicates = chaos.counts(numbers)
     dead = len(app.huey.dead_letters())
     figures = chaos.figures
-    banner(capsys, 'chaos: storage=%s tasks=%d lost=%d duplicates=%d orphans=%d dead_letters=%d '
-           'pool_kills=%d master_kills=%d storage_restarts=%d sighups=%d seconds=%.1f seed=%d' % (
-               storage_name, len(numbers), len(lost), duplicates, len(orphans), dead,
+    banner(capsys, 'chaos: storage=%s -k %s tasks=%d lost=%d duplicates=%d orphans=%d '
+           'dead_letters=%d pool_kills=%d master_kills=%d storage_restarts=%d sighups=%d '
+           'seconds=%.1f seed=%d' % (
+               storage_name, kind, len(numbers), len(lost), duplicates, len(orphans), dead,
                figures['pool_kills'], figures['master_kills'], figures['storage_restarts'],
                figures['sighups'], time.monotonic() - chaos.started, seed))
     if os.environ.get('CHAOS_VERBOSE'):
         banner(capsys, 'chaos:   %s' % '; '.join(chaos.timeline))
+        banner(capsys, 'chaos:   errors logged: %s' % (chaos.log_errors() or 'none'))
 
     if lost or orphans or dead or status != 0:
         chaos.fail('lost=%d (first: %s) orphans=%s dead_letters=%d exit status=%s' % (
@@ -489,6 +520,17 @@ def test_redis_chaos(tmp_path, persistent_redis, start_daemon, capsys):
     try:
         run_chaos(app, start_daemon, capsys, 'redis',
                   restart=(persistent_redis.stop, persistent_redis.start))
+    finally:
+        app.huey.storage.close()
+
+
+# persistent_redis before start_daemon: the daemons are torn down before the server.
+def test_redis_asyncio_chaos(tmp_path, persistent_redis, start_daemon, capsys):
+    app = ChaosApp(tmp_path, persistent_redis.url)
+    try:
+        run_chaos(app, start_daemon, capsys, 'redis',
+                  restart=(persistent_redis.stop, persistent_redis.start), args=ASYNCIO_ARGS,
+                  task=lambda n: (app.amark if n % 2 else app.nap).s(n))
     finally:
         app.huey.storage.close()
 
