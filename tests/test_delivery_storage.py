@@ -232,34 +232,45 @@ def test_the_writes_of_every_batching_thread_go_out_together(store):
     store.end_batch()
 
 
+class Writer(threading.Thread):
+    """A thread that makes ``write(store)`` in a write batch, then, once ``told`` is set,
+    flushes it with wait=True: ``outcome`` says whether that stored it."""
+
+    def __init__(self, store, write):
+        super().__init__()
+        self.store, self.write = store, write
+        self.written, self.told, self.outcome = threading.Event(), threading.Event(), []
+        self.start()
+        assert self.written.wait(10)
+
+    def run(self):
+        self.store.begin_batch()
+        self.write(self.store)
+        self.written.set()
+        self.told.wait(10)
+        try:
+            self.store.flush_batch(wait=True)
+            self.outcome.append('stored')
+        except self.store.transient_errors as exc:
+            self.outcome.append(exc)
+
+    def learnt_it_was_lost(self):
+        self.told.set()
+        self.join(10)
+        return len(self.outcome) == 1 and isinstance(self.outcome[0], self.store.transient_errors)
+
+
 def test_a_thread_learns_that_its_writes_were_lost_even_when_another_thread_sent_them(tmp_path):
     """The at-most-once barrier depends on it: "stored" must mean stored."""
     import sqlite3
     store = SqliteStorage('q', filename=str(tmp_path / 'huey.db'), timeout=0.05)
-    written, sent, outcome = threading.Event(), threading.Event(), []
-
-    def writer():
-        store.begin_batch()
-        store.enqueue(b'lost')
-        written.set()
-        sent.wait(10)
-        try:
-            store.flush_batch(wait=True)
-            outcome.append('stored')
-        except store.transient_errors as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    assert written.wait(10)
+    writer = Writer(store, lambda store: store.enqueue(b'lost'))
     lock = sqlite3.connect(tmp_path / 'huey.db', isolation_level=None)
     lock.execute('BEGIN IMMEDIATE')
     with pytest.raises(store.transient_errors):
         store.flush_batch(wait=True)  # this thread sends the other's write, and fails
     lock.execute('ROLLBACK')
-    sent.set()
-    thread.join(10)
-    assert len(outcome) == 1 and isinstance(outcome[0], store.transient_errors), outcome
+    assert writer.learnt_it_was_lost(), writer.outcome
     assert store.queue_size() == 0
 
 
@@ -285,26 +296,9 @@ def test_writes_sent_with_a_claim_that_failed_are_reported_lost_to_their_writer(
     """Another thread's claim carried them: the writer must still learn they were lost."""
     with RedisServer() as server:
         store = RedisStorage(queue_name, url=server.url, read_timeout=0.05)
-        written, told, outcome = threading.Event(), threading.Event(), []
-
-        def writer():
-            store.begin_batch()
-            store.put_data('k', b'result')
-            written.set()
-            told.wait(10)
-            try:
-                store.flush_batch(wait=True)
-                outcome.append('stored')
-            except store.transient_errors as exc:
-                outcome.append(exc)
-
-        thread = threading.Thread(target=writer)
-        thread.start()
-        assert written.wait(10)
+        writer = Writer(store, lambda store: store.put_data('k', b'result'))
         server.stop()
         with pytest.raises(store.transient_errors):
             store.claim('w')
-        told.set()
-        thread.join(10)
-        assert len(outcome) == 1 and isinstance(outcome[0], store.transient_errors), outcome
+        assert writer.learnt_it_was_lost(), writer.outcome
         store.close()

@@ -91,16 +91,7 @@ class SharedBatch:
                     number = self._numbered
                 if batch is None:
                     break
-                try:
-                    self._send(batch)
-                except Exception as exc:
-                    with self._lock:
-                        self._lose(number, exc)
-                    raise
-                finally:
-                    with self._lock:
-                        self._done = number
-                        self._sent.notify_all()
+                self._send_numbered(batch, number)
             with self._lock:
                 self._raise_if_lost(getattr(self._local, 'mine', 0))
         finally:
@@ -125,25 +116,29 @@ class SharedBatch:
             number = self._numbered
         try:
             add(batch)
-            try:
-                return self._send(batch)
-            except Exception as exc:
-                with self._lock:
-                    self._lose(number, exc)
-                raise
+            return self._send_numbered(batch, number)
         finally:
             with self._lock:
-                self._done = number
                 self._sending = False
                 self._sent.notify_all()
 
-    def _lose(self, number, exc):
-        """Batch ``number`` was not sent: its writers learn it from their next flush(wait)."""
-        self._failed[number] = exc
-        if getattr(self._local, 'mine', 0) == number:
-            self._local.mine = 0  # this thread is told now
-        for old in [n for n in self._failed if n <= number - KEEP_FAILURES]:
-            del self._failed[old]
+    def _send_numbered(self, batch, number):
+        """Send batch ``number`` (this thread holds the sending role). If that fails, its
+        writers learn it from their next flush(wait), this thread now."""
+        try:
+            return self._send(batch)
+        except Exception as exc:
+            with self._lock:
+                self._failed[number] = exc
+                if getattr(self._local, 'mine', 0) == number:
+                    self._local.mine = 0  # this thread is told now
+                for old in [n for n in self._failed if n <= number - KEEP_FAILURES]:
+                    del self._failed[old]
+            raise
+        finally:
+            with self._lock:
+                self._done = number
+                self._sent.notify_all()
 
     def _raise_if_lost(self, mine):
         """Raise the error of this thread's last batch if its send failed (once per thread)."""
