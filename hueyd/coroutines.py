@@ -13,7 +13,7 @@ import os
 import threading
 
 from hueyd.exceptions import TaskTimeout
-from hueyd.storage.batch import UNBATCHED
+from hueyd.storage.batch import Unbatched
 
 
 async def within_deadline(task, coroutine):
@@ -41,11 +41,8 @@ async def unbatched(coroutine):
     asyncio Task has its own copy of, so the coroutines of other tasks running between
     this one's steps are not affected, and it costs nothing per step.
     """
-    token = UNBATCHED.set(True)
-    try:
+    with Unbatched():
         return await coroutine
-    finally:
-        UNBATCHED.reset(token)
 
 
 class TaskLoop:

@@ -15,8 +15,10 @@ import contextvars
 import threading
 
 KEEP_FAILURES = 64  # failed batches remembered for threads that have yet to ask
-# True while an async task's code runs (hueyd.coroutines.unbatched): its writes, and those of
-# the asyncio Tasks it starts, go out at once even on a thread whose writes wait for a flush.
+# True while a task's code runs (``Unbatched``): its writes go out at once even on a thread
+# whose writes wait for a flush. A context variable, so that it holds for the one thread (or
+# greenlet) running the task, and for an async task's own steps and the asyncio Tasks it
+# starts (they copy its context), not for the other coroutines of its event loop.
 UNBATCHED = contextvars.ContextVar('hueyd_unbatched', default=False)
 
 
@@ -44,12 +46,12 @@ class SharedBatch:
 
     @property
     def active(self):
-        """Whether this thread's writes wait for a flush (not in an async task's code)."""
+        """Whether this thread's writes wait for a flush (not in a task's code)."""
         return getattr(self._local, 'batching', False) and not UNBATCHED.get()
 
     def unbatched(self):
         """A context in which this thread writes at once (a task runs in one)."""
-        return _Unbatched(self._local)
+        return Unbatched()
 
     def adding(self):
         """A context whose value is the pending batch, to add one whole operation to (no
@@ -148,15 +150,13 @@ class SharedBatch:
             raise error
 
 
-class _Unbatched:
-    __slots__ = ('_local', '_saved')
-
-    def __init__(self, local):
-        self._local = local
+class Unbatched:
+    """A context in which writes go out at once (UNBATCHED); a new one for each use, as it
+    keeps the token that restores the variable."""
+    __slots__ = ('_token',)
 
     def __enter__(self):
-        self._saved = getattr(self._local, 'batching', False)
-        self._local.batching = False
+        self._token = UNBATCHED.set(True)
 
     def __exit__(self, *exc_info):
-        self._local.batching = self._saved
+        UNBATCHED.reset(self._token)
