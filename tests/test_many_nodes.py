@@ -32,7 +32,7 @@ import uuid
 
 import pytest
 
-from daemon_harness import make_app, start_daemon  # noqa: F401 (fixtures)
+from daemon_harness import APP_SOURCE, make_app, start_daemon  # noqa: F401 (fixtures)
 from hueyd.nodes import node_id
 from hueyd.storage import PostgresStorage
 from ops_support import hueyctl, open_gate
@@ -48,28 +48,9 @@ BOUNDARY_GUARD = (1.0, 4.0)
 NODE_ARGS = ('-k', 'thread', '-w', '2', '--lease-timeout', str(LEASE_TIMEOUT), '--localtime')
 WAIT = 30               # seconds any one condition may take on a loaded 2-core machine
 
-APP = '''\
-"""The many-nodes test's application (written by tests/test_many_nodes.py)."""
-import os
-import time
-
-from hueyd import Huey, crontab
-
-URL = os.environ['HUEYD_TEST_URL']
-NAME = os.environ['HUEYD_TEST_NAME']
-OUT = os.environ['HUEYD_TEST_OUT']
-DIR = os.path.dirname(os.path.abspath(__file__))
-
-huey = Huey(NAME, url=URL)
-
-
-def write(*words):
-    # One O_APPEND write per line: lines of concurrent processes never interleave.
-    fd = os.open(OUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (' '.join(str(w) for w in words) + '\\n').encode())
-    finally:
-        os.close(fd)
+# The daemon tests' application (huey, write, DIR), and the tasks of this test.
+APP = APP_SOURCE + '''
+from hueyd import crontab  # noqa: E402
 
 
 @huey.task()
