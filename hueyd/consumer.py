@@ -196,7 +196,9 @@ class ProcessEnvironment(Environment):
     def init_child(self, runner):
         def interrupt(signum, frame):
             runner.interrupted()
-            raise Interrupted()
+            # In the task's own code only: the worker's storage calls finish, and its loop
+            # stops on the stop flag the consumer set before this signal.
+            runner.huey.interrupt_task(Interrupted)
 
         signal.signal(self.graceful, signal.SIG_IGN)
         signal.signal(self.interrupt, interrupt)
@@ -294,6 +296,9 @@ class Worker(Runner):
                 self.sleep()
             return
         self.delay = self.consumer.default_delay
+        if self.stop_flag.is_set():  # stopping: a message taken meanwhile goes back unrun
+            self.give_back(receipt)
+            return
         try:
             self.handle(receipt, data, now)
         except self.huey.storage.transient_errors as exc:
@@ -317,6 +322,8 @@ class Worker(Runner):
         if task.at_most_once:
             self.acknowledge(receipt)  # before it starts: a crash now loses it, never repeats it
         self.current = task
+        if self.stop_flag.is_set():  # the interrupt signal may have come before the line above
+            self.interrupted()
         try:
             huey.execute(task, now, interrupt=Interrupted)
         finally:

@@ -61,6 +61,13 @@ def error_result(task, exception):
     }
 
 
+class TaskCode(threading.local):
+    """Per thread: whether a task's own code runs in it now, and the interruption waiting
+    for the next one (``Executor.interrupt``)."""
+    inside = False
+    pending = None  # the exception class to raise as a task's code starts
+
+
 class Executor:
     """Runs tasks for one Huey; safe to use from many threads at once."""
 
@@ -74,6 +81,7 @@ class Executor:
         # running at once do not share an entry.
         self.running = {}
         self.running_lock = threading.Lock()
+        self.task_code = TaskCode()
         # fn(task) -> a context manager entered around each run, and all that follows it
         # in this thread (the result, a retry, the next stage): hueyd.tracing's span.
         self.around = []
@@ -167,10 +175,17 @@ class Executor:
         """Call the task's function: ``(value, exception, retry_eta)``."""
         with self.running_lock:
             self.running[id(task)] = task, started
+        code = self.task_code
         try:
             # The task's own writes (a subtask it enqueues and waits for) go out at once.
             with timeout_context(task), self.huey.storage.unbatched():
-                return task.execute(), None, None
+                outer, code.inside = code.inside, True  # outer: a task running this one inline
+                try:
+                    if code.pending is not None:
+                        raise code.pending()
+                    return task.execute(), None, None
+                finally:
+                    code.inside = outer
         except BaseException as exc:  # sys.exit() in a task must not stop the consumer
             return self.caught(task, exc, interrupt, started)
         finally:
@@ -344,6 +359,21 @@ class Executor:
             logger.exception('could not store an error result for %s either', task)
 
     # --- stopping -------------------------------------------------------------
+    def interrupt(self, error):
+        """Called by a signal handler: interrupt the task the main thread runs with ``error``
+        (an exception class; pass the ``interrupt`` given to ``execute``), at once if the
+        task's own code runs now, else as soon as a task's code starts in that thread.
+
+        A handler's exception surfaces wherever the thread happens to be. Only the task's
+        own code may take it: anywhere else (a storage write, the executor's or a worker's
+        bookkeeping) it could leave a lock held or a write batch half sent, and the process
+        would hang on its way out.
+        """
+        code = self.task_code  # the handler runs in the main thread: that thread's state
+        code.pending = error
+        if code.inside:
+            raise error()
+
     def notify_interrupted(self):
         """Send SIGNAL_INTERRUPTED for every task running now; returns those tasks."""
         with self.running_lock:

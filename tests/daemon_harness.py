@@ -81,6 +81,24 @@ def slow_once(tag, seconds):
 
 
 @huey.task()
+def gated(tag):
+    write('start', tag, os.getpid())
+
+
+@huey.pre_execute()
+def gate(task):
+    """Holds gated(tag) before its code starts, until the test creates the file open-<tag>."""
+    if task.name != 'gated':
+        return
+    tag = task.args[0]
+    write('gate', tag, os.getpid())
+    deadline = time.monotonic() + 30
+    while not os.path.exists(os.path.join(DIR, 'open-' + tag)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    write('gate-passed', tag, os.getpid())
+
+
+@huey.task()
 async def arecord(tag):
     await asyncio.sleep(0)
     write(tag, os.getpid())

@@ -169,6 +169,24 @@ def test_sigterm_interrupts_requeues_and_next_start_reruns(make_app, start_daemo
     stop_gracefully(again)
 
 
+def test_sigterm_interrupts_only_the_tasks_own_code(app, start_daemon):
+    """An exception from the SIGTERM handler surfacing in the pool's own steps could leave
+    a lock held and hang the pool on its way out: the step under way when SIGTERM comes (a
+    pre-execute hook here) finishes, and the task's code does not start."""
+    daemon = start_daemon(app, '-k', 'process', '-w', '1')
+    daemon.wait_ready(1)
+    result = app.gated('g')
+    daemon.wait_until(lambda: app.count('gate', 'g'))
+    daemon.send(signal.SIGTERM)
+    daemon.wait_until(lambda: 'stopping: fast stop requested' in daemon.log_text())
+    open(os.path.join(app.dir, 'open-g'), 'w').close()
+    assert daemon.wait(15) == 0, daemon.describe()
+    assert app.count('gate-passed', 'g') == 1, 'the hook was interrupted: %r' % app.lines()
+    assert not app.count('start', 'g'), 'the task started during a fast stop'
+    assert [tid for tid, _ in app.events('interrupted')] == [result.id], app.lines()
+    assert app.pending() == 1, 'the task is not back on the queue'
+
+
 def test_kill_master_leaves_no_orphans(app, start_daemon):
     daemon = start_daemon(app, '-k', 'process', '-w', '2')
     daemon.wait_ready(2)

@@ -152,11 +152,13 @@ class Pool(Child):
     def on_sigterm(self, signum, frame):
         self.fast = True
         self.stop('fast stop requested')
-        if self.in_main_thread and self.current:
+        if self.in_main_thread:
             # The task goes back through its claim; an enqueue() of it by a
             # SIGNAL_INTERRUPTED handler must not put it there twice.
             self.huey.handing_back([task for task, *_ in self.current.values()])
-            raise Interrupted()
+            # Raises Interrupted in the task's own code only: the pool's own steps (a write
+            # batch, a lock) finish, and the worker loop stops after them.
+            self.huey.interrupt_task(Interrupted)
 
     def run_in_main_thread(self):
         try:
@@ -338,6 +340,8 @@ class Pool(Child):
                 return None
             receipt = None
         self.current[number] = (task, time.monotonic(), receipt, data)
+        if self.fast:  # SIGTERM came before the line above: on_sigterm did not see the task
+            self.huey.handing_back([task])
         self.heartbeat.running(number, task.id)
         return task, receipt
 
