@@ -81,6 +81,17 @@ def slow_once(tag, seconds):
 
 
 @huey.task()
+def stubborn(tag):
+    """Swallows every interruption (SIGTERM) and goes on."""
+    write('start', tag, os.getpid())
+    while True:
+        try:
+            time.sleep(60)
+        except BaseException:
+            write('swallowed', tag, os.getpid())
+
+
+@huey.task()
 def gated(tag):
     write('start', tag, os.getpid())
 

@@ -11,6 +11,8 @@ import time
 import psutil
 import pytest
 
+from hueyd.daemon.child import FAST_STOP_TIMEOUT
+
 from daemon_harness import (alive, app, make_app, notify_socket, start_daemon,  # noqa: F401
                             stop_gracefully, write_config)
 
@@ -202,6 +204,24 @@ def test_kill_master_leaves_no_orphans(app, start_daemon):
     assert not survivors, 'children outlived the master by 10s: %s\n%s' % (
         [(p.pid, p.status()) for p in survivors], daemon.describe())
     daemon.wait_no_leftovers(timeout=2)
+
+
+def test_a_pool_whose_task_ignores_sigterm_exits_after_its_master_is_killed(app, start_daemon):
+    daemon = start_daemon(app, '-k', 'process', '-w', '1')
+    [pool_pid] = daemon.wait_ready(1)
+    pool = psutil.Process(pool_pid)
+    app.stubborn('s')
+    daemon.wait_until(lambda: app.count('start', 's'))
+    daemon.send(signal.SIGKILL)
+    assert daemon.wait(5) == -signal.SIGKILL
+    try:
+        daemon.wait_until(lambda: app.count('swallowed', 's'), need_running=False,
+                          message='the task was not interrupted')
+        _, left = psutil.wait_procs([pool], timeout=FAST_STOP_TIMEOUT + 10)
+        assert not left, 'the pool outlived its master by %ss' % (FAST_STOP_TIMEOUT + 10)
+    finally:
+        if alive(pool):
+            pool.kill()
 
 
 # -- supervision --------------------------------------------------------------

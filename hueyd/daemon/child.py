@@ -6,6 +6,7 @@ import os
 import select
 import signal
 import threading
+import time
 
 from hueyd.daemon import logs
 from hueyd.daemon.app import AppImportError, load_app
@@ -18,6 +19,9 @@ logger = logging.getLogger('hueyd.daemon')
 # reading logs; the master itself goes by Heartbeat.boot_failed, which task code
 # cannot set by exiting with this status.
 EXIT_BOOT_FAILED = 3
+# Exit status of a child that outlived its master by FAST_STOP_TIMEOUT (see start_heartbeat).
+EXIT_ORPHANED = 4
+FAST_STOP_TIMEOUT = 10.0  # after SIGTERM, a child gets this long to exit before SIGKILL
 _PR_SET_PDEATHSIG = 1
 # Signals that concern the master only: a child ignores them from its first moment.
 MASTER_ONLY_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
@@ -155,9 +159,15 @@ class Child:
                     logs.reopen()
                     logger.info('%s %d: log files reopened', self.kind, os.getpid())
                 if os.getppid() != self.master_pid:
-                    logger.error('master %d is gone; stopping now', self.master_pid)
+                    logger.error('master %d is gone; stopping now (or by force in %.0fs)',
+                                 self.master_pid, FAST_STOP_TIMEOUT)
                     os.kill(os.getpid(), signal.SIGTERM)
-                    return
+                    # What the master does to a child that ignores SIGTERM (a task that
+                    # swallows the interruption): nobody else would, and the orphan would
+                    # live on unwatched. Nothing is logged then: a lock left held by the
+                    # stuck thread could block this one.
+                    time.sleep(FAST_STOP_TIMEOUT)
+                    os._exit(EXIT_ORPHANED)
                 self.heartbeat.beat()
                 if on_beat is not None:
                     on_beat()

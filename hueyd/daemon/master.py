@@ -31,7 +31,7 @@ import time
 from hueyd.daemon import logs
 from hueyd.daemon.aio import AsyncioPool
 from hueyd.daemon.app import AppImportError, load_app
-from hueyd.daemon.child import MASTER_SIGNALS, Child, exit_code_description
+from hueyd.daemon.child import FAST_STOP_TIMEOUT, MASTER_SIGNALS, Child, exit_code_description
 from hueyd.daemon.deaths import Death
 from hueyd.daemon.heartbeat import Heartbeat, MasterState
 from hueyd.daemon.notify import Notifier
@@ -43,7 +43,6 @@ from hueyd.metrics import pool_restarts, remove_multiprocess_dir
 
 logger = logging.getLogger('hueyd.master')
 
-FAST_STOP_TIMEOUT = 10.0    # after SIGTERM, children get this long before SIGKILL
 TRACE_GRACE = 5.0           # after SIGABRT, a hung child gets this long to log its stacks
 BOOT_FAILURE_LIMIT = 3      # consecutive children that cannot import the app
 MAX_RESPAWN_DELAY = 10.0
