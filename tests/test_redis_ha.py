@@ -24,7 +24,7 @@ from hueyd.exceptions import ConfigurationError
 from hueyd.storage import PriorityRedisExpireStorage, RedisStorage, storage_from_url
 from hueyd.storage.redis_ha import NotReplicated, hash_tag
 from redis_ha_support import SERVICE, Cluster, Sentinels
-from support import make_storage, wait_until
+from support import RedisServer, make_storage, wait_until
 
 KINDS = {'sentinel': RedisStorage, 'cluster': RedisStorage,
          'cluster-priority-expire': PriorityRedisExpireStorage}
@@ -232,6 +232,29 @@ def test_wait_replicas_returns_once_the_replica_has_the_message(redis_sentinels,
     assert storage.queue_size() == 4  # on the master all the same
     storage.flush_all()
     storage.close()
+
+
+def test_a_single_server_that_stops_answering_ends_a_claim_with_an_error(queue_name):
+    with RedisServer() as server:
+        storage = RedisStorage(queue_name, url=server.url, read_timeout=0.5)
+        assert storage.claim('w') == []
+        limit = storage.pool.connection_kwargs['socket_timeout']  # 1 s (Result.get) + 2 s
+        server.process.send_signal(signal.SIGSTOP)  # a partition: no reset comes
+        try:
+            started = time.monotonic()
+            with pytest.raises(redis.TimeoutError):
+                storage.claim('w')
+            assert limit <= time.monotonic() - started < limit + 5
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        assert storage.claim('w') == []  # a new connection, once it answers again
+        storage.close()
+
+
+def test_a_socket_timeout_within_the_longest_wait_is_refused_for_a_single_server_too(
+        queue_name):
+    with pytest.raises(ConfigurationError, match='socket_timeout=0.5 would end blocking reads'):
+        RedisStorage(queue_name, url='redis://127.0.0.1:1/0?socket_timeout=0.5')
 
 
 @pytest.fixture

@@ -81,9 +81,9 @@ def connect(name, url=None, sentinels=None, service_name=None, sentinel_kwargs=N
             **params):
     """The Reach of a storage for queue ``name`` (see the module's docstring).
 
-    ``longest_wait`` is the longest a command blocks on purpose (BRPOP, WAIT): a Sentinel
-    or Cluster connection's socket timeout is set beyond it, so a silent master ends a
-    blocking claim with an error instead of hanging, and a wait never times out early.
+    ``longest_wait`` is the longest a command blocks on purpose (BRPOP, WAIT): every
+    connection's socket timeout is set beyond it, so a silent server ends a blocking
+    claim with an error instead of hanging, and a wait never times out early.
     """
     scheme = urlsplit(url).scheme.lower() if url else ''
     if scheme in SENTINEL_SCHEMES:
@@ -100,7 +100,7 @@ def connect(name, url=None, sentinels=None, service_name=None, sentinel_kwargs=N
             raise ConfigurationError('a redis:// URL names one server: for Sentinel or '
                                      'Cluster use redis+sentinel:// or redis+cluster://')
         try:
-            return Reach(redis.ConnectionPool.from_url(url, **params))
+            params.update(redis.connection.parse_url(url))  # as from_url: the URL's win
         except ValueError as exc:
             raise ConfigurationError('bad Redis URL %r: %s' % (url, exc)) from None
     if bool(sentinels) != bool(service_name):
@@ -108,8 +108,7 @@ def connect(name, url=None, sentinels=None, service_name=None, sentinel_kwargs=N
                                  'and service_name=')
     if sentinels and cluster:
         raise ConfigurationError('a Redis deployment is either Sentinel or Cluster, not both')
-    if sentinels or cluster:
-        _set_timeouts(params, longest_wait)
+    _set_timeouts(params, longest_wait)
     if sentinels:
         if sentinel_password is not None:
             sentinel_kwargs = {**(sentinel_kwargs or {}), 'password': sentinel_password}
