@@ -317,7 +317,8 @@ def format_status(status, clock=time.localtime):
         pools = node['pools']
         out.append('')
         if node.get('missing_record'):
-            out.append('node %s  (its scheduler is not running: no node record)' % node['node'])
+            out.append('node %s  (no node record: its scheduler is starting, or not running)'
+                       % node['node'])
         else:
             per_pool = {len(pool.get('workers', [])) for pool in pools} or {0}
             out.append('node %s  up %s  hueyd %s  %s  %d pool(s) x %s %s worker(s)  '

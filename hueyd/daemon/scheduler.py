@@ -45,6 +45,7 @@ class Scheduler(Child):
                     self.config.scheduler_interval,
                     'off' if self.config.no_periodic else 'on')
         self.reporter = NodeReporter(self, pool_count(self.config))
+        self.reporter.tick()  # now, not at the next beat: hueyctl status shows the node at once
         probes = self.config.metrics_port and ProbeServer(
             self.huey, self.config, self.master_pid, self.master_state).start()
         self.loop()

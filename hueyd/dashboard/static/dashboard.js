@@ -197,7 +197,7 @@
 
   function nodeView(node) {
     const title = node.missing_record
-      ? ['node ', node.node, ' (its scheduler is not running: no node record)']
+      ? ['node ', node.node, ' (no node record: its scheduler is starting, or not running)']
       : ['node ', node.node, ' · up ', duration(node.uptime), ' · hueyd ', node.version, ' · ',
         node.pools.length, ' pool(s) of ', node.worker_type, ' workers · scheduler ', node.scheduler_pid || '-'];
     const rows = [];
