@@ -121,15 +121,20 @@ def test_reload_storm_ends_with_exactly_the_configured_children(app, start_daemo
     for _ in range(20):
         daemon.send(signal.SIGHUP)
         time.sleep(0.1)             # 20 SIGHUPs spread over 2 seconds
+    # A barrier: pending signals are delivered lowest number first, and the master handles
+    # them in that order, so once SIGUSR1 is logged the last SIGHUP's reload has begun.
+    daemon.send(signal.SIGUSR1)
+    daemon.wait_until(lambda: 'SIGUSR1: log files reopened' in daemon.log_text())
     assert daemon.running, daemon.describe()
 
     def settled():
+        log = daemon.log_text()
+        last_reload = log.rfind('SIGHUP: reloading the configuration')
         tree = daemon.descendants()
         session = daemon.session_processes()
-        return (len(daemon.pools()) == 2 and daemon.scheduler() is not None
-                and len(tree) == 3 and len(session) == 3)
-    # Settled means settled twice in a row: queued SIGHUPs may still start a reload.
-    daemon.wait_until(lambda: settled() and not time.sleep(0.5) and settled(), timeout=30,
+        return ('reloaded:' in log[last_reload:] and len(daemon.pools()) == 2
+                and daemon.scheduler() is not None and len(tree) == 3 and len(session) == 3)
+    daemon.wait_until(settled, timeout=30,
                       message='after 20 SIGHUPs: not exactly 2 pools + 1 scheduler')
     current = {proc.pid for proc, _ in daemon.descendants()}
     orphans = [p for p in daemon.leftovers() if p.pid not in current and p.pid != daemon.pid]
