@@ -116,6 +116,21 @@ async def arecord(tag):
 
 
 @huey.task()
+async def aticker(tag):
+    """Writes 'tick <tag> <n>' every 10 ms until cancelled: the event loop is free."""
+    n = 0
+    while True:
+        write('tick', tag, n)
+        n += 1
+        await asyncio.sleep(0.01)
+
+
+@huey.task(at_most_once=True)
+async def aonce(tag):
+    write(tag, os.getpid())
+
+
+@huey.task()
 async def aadd(a, b):
     await asyncio.sleep(0)
     return a + b

@@ -5,6 +5,7 @@ their claims back, is in test_daemon.py and test_delivery.py (parametrized on -k
 import asyncio
 import signal
 
+import psycopg
 import pytest
 
 from daemon_harness import app, make_app, start_daemon, stop_gracefully  # noqa: F401
@@ -90,3 +91,34 @@ def test_a_caller_awaits_the_result(make_app, start_daemon, storage):
 
     assert asyncio.run(asyncio.wait_for(caller(), 30)) == (3, [0, 2, 4, 6, 8])
     stop_gracefully(daemon)
+
+
+def running_record_write_waits(dsn):
+    """Whether a write to the dead letters table (an at_most_once start) waits for a lock."""
+    with psycopg.connect(dsn, autocommit=True) as probe:
+        return probe.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                             "'Lock' AND position('INSERT INTO huey_dead' in query) = 1"
+                             ).fetchone()[0] > 0
+
+
+def test_a_storage_write_that_waits_does_not_stop_the_loop(make_app, start_daemon):
+    """An at_most_once task's start stores its running record: while that write waits (its
+    table locked here), the loop's other coroutines go on."""
+    app = make_app('postgres')
+    app.huey.storage.initialize_schema(delivery=True)
+    daemon = start_daemon(app, '-k', 'asyncio', '-w', '4')
+    daemon.wait_ready(1)
+    app.aticker('t')
+    daemon.wait_until(lambda: app.count('tick', 't'))
+    with psycopg.connect(app.url) as locker:
+        locker.execute('LOCK TABLE huey_dead IN SHARE MODE')  # reads pass, writes wait
+        app.aonce('once')
+        daemon.wait_until(lambda: running_record_write_waits(app.url),
+                          message='the at_most_once task did not start')
+        ticks = app.count('tick', 't')
+        daemon.wait_until(lambda: app.count('tick', 't') >= ticks + 20, timeout=10,
+                          message='the loop stopped while a storage write waited')
+        locker.rollback()
+    daemon.wait_until(lambda: app.recorded('once'), message='the at_most_once task did not run')
+    daemon.send(signal.SIGTERM)
+    assert daemon.wait(15) == 0, daemon.describe()

@@ -259,8 +259,15 @@ class AsyncioPool(Pool):
                 self.changed.set()
 
     async def arun_message(self, number, message):
-        """``run_message`` for an async task: awaited here, on the loop."""
-        admitted = self.admit(number, message)
+        """``run_message`` for an async task: awaited here, on the loop. Its steps that may
+        wait on the storage (burying a message that cannot run, an at_most_once task's
+        start and end, handing a task back) run in a thread of plain tasks instead, so the
+        loop's other tasks go on meanwhile, even through a storage outage."""
+        task = message.task
+        if isinstance(task, Exception) or task.at_most_once:
+            admitted = await self.off_loop(self.admit, number, message)
+        else:
+            admitted = self.admit(number, message)
         if admitted is None:
             return
         task, receipt = admitted
@@ -269,9 +276,15 @@ class AsyncioPool(Pool):
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            if not self.execute_failed(number, task, receipt, exc):
+            if not await self.off_loop(self.execute_failed, number, task, receipt, exc):
                 return
-        self.finish(number, task, receipt)
+        if receipt is None:  # at_most_once: its running record is cleared from the storage
+            await self.off_loop(self.finish, number, task, receipt)
+        else:
+            self.finish(number, task, receipt)  # the acknowledgement waits in the batch
+
+    def off_loop(self, function, *args):
+        return self.loop.run_in_executor(self.sync, function, *args)
 
 
 def _resolve(future):
