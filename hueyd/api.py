@@ -400,10 +400,10 @@ class Huey:
         handlers) is a no-op, so none is queued twice."""
         self._releasing.update(task.id for task in tasks)
 
-    def interrupt_task(self, error):
-        """From a signal handler: interrupt the task this thread runs with ``error``, in its
-        own code only (see ``Executor.interrupt``)."""
-        self.executor.interrupt(error)
+    def task_interrupter(self, error):
+        """A function for a signal handler to interrupt the task the main thread runs with
+        ``error``, in the task's own code only (see ``Executor.interrupter``)."""
+        return self.executor.interrupter(error)
 
     def notify_interrupted_tasks(self):
         """Emit SIGNAL_INTERRUPTED for every task running now; returns those tasks."""

@@ -194,11 +194,13 @@ class ProcessEnvironment(Environment):
         return proc.is_alive()
 
     def init_child(self, runner):
+        # In the task's own code only: the worker's storage calls finish, and its loop
+        # stops on the stop flag the consumer set before this signal.
+        interrupt_task = runner.huey.task_interrupter(Interrupted)
+
         def interrupt(signum, frame):
             runner.interrupted()
-            # In the task's own code only: the worker's storage calls finish, and its loop
-            # stops on the stop flag the consumer set before this signal.
-            runner.huey.interrupt_task(Interrupted)
+            interrupt_task()
 
         signal.signal(self.graceful, signal.SIG_IGN)
         signal.signal(self.interrupt, interrupt)

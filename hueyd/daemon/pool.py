@@ -63,6 +63,7 @@ def workers_per_pool(config):
 class Pool(Child):
     kind = 'pool'
     reporter = None  # publishes this pool's state for hueyctl status, once the app is loaded
+    interrupt_task = None  # -k process: SIGTERM's way into the running task (Executor.interrupter)
     stats = None     # counts its tasks into the storage's statistics, once the app is loaded
 
     def __init__(self, config, heartbeat, master_pid, index, count, app=None, deaths=()):
@@ -111,6 +112,8 @@ class Pool(Child):
         self.stats = Recorder(self.huey)  # hueyd.taskstats
         if self.config.metrics_port:
             count_tasks(self.huey, self.master_pid)  # Prometheus counters (hueyd.metrics)
+        if self.in_main_thread:
+            self.interrupt_task = self.huey.task_interrupter(Interrupted)
         signal.signal(signal.SIGINT, lambda *_: self.stop('graceful stop requested'))
         signal.signal(signal.SIGTERM, self.on_sigterm)
         self.heartbeat.mark_booted()
@@ -158,7 +161,7 @@ class Pool(Child):
             self.huey.handing_back([task for task, *_ in self.current.values()])
             # Raises Interrupted in the task's own code only: the pool's own steps (a write
             # batch, a lock) finish, and the worker loop stops after them.
-            self.huey.interrupt_task(Interrupted)
+            self.interrupt_task()
 
     def run_in_main_thread(self):
         try:
