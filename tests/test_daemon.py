@@ -11,10 +11,9 @@ import time
 import psutil
 import pytest
 
-from hueyd.daemon.child import FAST_STOP_TIMEOUT
-
 from daemon_harness import (alive, app, make_app, notify_socket, start_daemon,  # noqa: F401
                             stop_gracefully, write_config)
+from hueyd.daemon.child import FAST_STOP_TIMEOUT
 
 # -k/-w/--processes -> number of pool processes.
 POOLS = {'thread': 1, 'greenlet': 1, 'process': 2, 'asyncio': 1}
