@@ -194,16 +194,12 @@ class ProcessEnvironment(Environment):
         return proc.is_alive()
 
     def init_child(self, runner):
-        # In the task's own code only: the worker's storage calls finish, and its loop
-        # stops on the stop flag the consumer set before this signal.
+        # In the task's own code only (handing the task back): the worker's storage calls
+        # finish, and its loop stops on the stop flag the consumer set before this signal.
         interrupt_task = runner.huey.task_interrupter(Interrupted)
 
-        def interrupt(signum, frame):
-            runner.interrupted()
-            interrupt_task()
-
         signal.signal(self.graceful, signal.SIG_IGN)
-        signal.signal(self.interrupt, interrupt)
+        signal.signal(self.interrupt, lambda *_: interrupt_task())
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a restart is the consumer's
 
     def interrupt_workers(self, workers):
@@ -244,9 +240,6 @@ class Runner:
         remaining = seconds - (time.monotonic() - start)
         if remaining > 0:
             self.stop_flag.wait(remaining)
-
-    def interrupted(self):
-        """Called just before a fast stop interrupts this runner."""
 
 
 class Worker(Runner):
@@ -324,8 +317,6 @@ class Worker(Runner):
         if task.at_most_once:
             self.acknowledge(receipt)  # before it starts: a crash now loses it, never repeats it
         self.current = task
-        if self.stop_flag.is_set():  # the interrupt signal may have come before the line above
-            self.interrupted()
         try:
             huey.execute(task, now, interrupt=Interrupted)
         finally:
@@ -333,6 +324,7 @@ class Worker(Runner):
         self.tasks_run += 1
 
     def interrupted(self):
+        """Called just before a fast stop kills this worker's greenlet."""
         if self.current is not None:
             # It goes back through its claim: an enqueue() of it by a SIGNAL_INTERRUPTED
             # handler (huey's advice) must not queue it twice.

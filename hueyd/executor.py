@@ -62,9 +62,9 @@ def error_result(task, exception):
 
 
 class TaskCode(threading.local):
-    """Per thread: whether a task's own code runs in it now, and the interruption waiting
-    for the next one (``Executor.interrupt``)."""
-    inside = False
+    """Per thread: the task whose own code runs in it now (None between tasks' code), and the
+    interruption waiting for the next one (``Executor.interrupter``)."""
+    task = None
     pending = None  # the exception class to raise as a task's code starts
 
 
@@ -181,13 +181,14 @@ class Executor:
             with timeout_context(task), self.huey.storage.unbatched():
                 if code is None:  # nothing interrupts this worker's tasks: nothing to mark
                     return task.execute(), None, None
-                outer, code.inside = code.inside, True  # outer: a task running this one inline
+                outer, code.task = code.task, task  # outer: a task running this one inline
                 try:
                     if code.pending is not None:
+                        self.huey.handing_back([task])
                         raise code.pending()
                     return task.execute(), None, None
                 finally:
-                    code.inside = outer
+                    code.task = outer
         except BaseException as exc:  # sys.exit() in a task must not stop the consumer
             return self.caught(task, exc, interrupt, started)
         finally:
@@ -366,6 +367,9 @@ class Executor:
         now on each task's own code is marked, and the function returned, called by the
         handler, raises ``error`` (an exception class; the ``interrupt`` given to
         ``execute``) at once if that code runs now, else as soon as a task's code starts.
+        The task it interrupts is handed back first (``Huey.handing_back``): the worker
+        returns it through its claim, so a SIGNAL_INTERRUPTED handler's enqueue() of it
+        must not queue it twice.
 
         A handler's exception surfaces wherever the thread happens to be. Only the task's
         own code may take it: anywhere else (a storage write, the executor's or a worker's
@@ -378,7 +382,8 @@ class Executor:
 
         def interrupt():
             code.pending = error
-            if code.inside:
+            if code.task is not None:
+                self.huey.handing_back([code.task])
                 raise error()
         return interrupt
 

@@ -63,8 +63,10 @@ def test_task_of_a_killed_pool_runs_again_after_its_lease(make_app, start_daemon
     wait_until(lambda: app.huey.storage.claimed_items() == {} and app.pending() == 0)
 
 
-# (storage, worker type, task): asyncio cancels an async task, abandons a plain one's thread.
+# (storage, worker type, task): asyncio cancels an async task, abandons a plain one's thread;
+# -k process interrupts the task's code in each pool's main thread.
 HANDED_BACK = [(storage, 'thread', 'slow') for storage in ('sqlite', 'file', 'redis', 'postgres')]
+HANDED_BACK += [('sqlite', 'process', 'slow')]
 HANDED_BACK += [('sqlite', 'asyncio', 'slow'), ('sqlite', 'asyncio', 'aslow'),
                 ('redis', 'asyncio', 'aslow'), ('postgres', 'asyncio', 'aslow')]
 
@@ -76,7 +78,7 @@ def test_sigterm_hands_claims_back_at_once_without_duplicates(make_app, start_da
     # The seed's old advice: re-enqueue in a SIGNAL_INTERRUPTED handler. It must not double.
     daemon = start_daemon(app, '-k', worker_type, '-w', '2', *LEASE,
                           env={'HUEYD_TEST_SEED_REQUEUE': '1'})
-    daemon.wait_ready(1)
+    daemon.wait_ready(2 if worker_type == 'process' else 1)  # -k process: a pool per worker
     first, second = getattr(app, task)('a', 60), getattr(app, task)('b', 60)
     daemon.wait_until(lambda: app.count('start', 'a') and app.count('start', 'b'))
     daemon.send(signal.SIGTERM)

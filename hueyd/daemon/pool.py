@@ -156,11 +156,8 @@ class Pool(Child):
         self.fast = True
         self.stop('fast stop requested')
         if self.in_main_thread:
-            # The task goes back through its claim; an enqueue() of it by a
-            # SIGNAL_INTERRUPTED handler must not put it there twice.
-            self.huey.handing_back([task for task, *_ in self.current.values()])
-            # Raises Interrupted in the task's own code only: the pool's own steps (a write
-            # batch, a lock) finish, and the worker loop stops after them.
+            # Raises Interrupted in the task's own code only (handing the task back): the
+            # pool's own steps (a write batch, a lock) finish, and the loop stops after them.
             self.interrupt_task()
 
     def run_in_main_thread(self):
@@ -343,8 +340,6 @@ class Pool(Child):
                 return None
             receipt = None
         self.current[number] = (task, time.monotonic(), receipt, data)
-        if self.fast:  # SIGTERM came before the line above: on_sigterm did not see the task
-            self.huey.handing_back([task])
         self.heartbeat.running(number, task.id)
         return task, receipt
 
