@@ -195,10 +195,18 @@ def test_an_async_task_runs_immediately_in_immediate_mode():
     assert add(1, 2).get() == 3
 
 
-def test_in_an_asyncio_pool_the_tasks_own_writes_go_out_at_once_the_results_wait(tmp_path):
-    """What an asyncio pool relies on: the loop's thread batches, the task's steps do not."""
+@pytest.fixture
+def writer_and_reader(tmp_path):
+    """Two Hueys on one SQLite file: one runs tasks as an asyncio pool does, the other reads
+    what has reached the storage."""
     path = str(tmp_path / 'huey.db')
-    huey, reader = SqliteHuey('batch', filename=path), SqliteHuey('batch', filename=path)
+    return SqliteHuey('batch', filename=path), SqliteHuey('batch', filename=path)
+
+
+def test_in_an_asyncio_pool_the_tasks_own_writes_go_out_at_once_the_results_wait(
+        writer_and_reader):
+    """What an asyncio pool relies on: the loop's thread batches, the task's steps do not."""
+    huey, reader = writer_and_reader
     seen = {}
 
     @huey.task()
@@ -230,13 +238,13 @@ def test_in_an_asyncio_pool_the_tasks_own_writes_go_out_at_once_the_results_wait
     assert (parent_result.get(), quick_result.get()) == ('parent', 'quick')
 
 
-def test_in_an_asyncio_pool_the_asyncio_tasks_a_task_starts_write_at_once_too(tmp_path):
+def test_in_an_asyncio_pool_the_asyncio_tasks_a_task_starts_write_at_once_too(
+        writer_and_reader):
     """An asyncio Task that a task's coroutine starts (asyncio.gather, create_task) runs its
     steps apart from the task's, yet its writes are the task's own: they go out at once.
     A task awaiting the result of a subtask that such a Task enqueued would wait for the
     pool's next flush otherwise."""
-    path = str(tmp_path / 'huey.db')
-    huey, reader = SqliteHuey('batch', filename=path), SqliteHuey('batch', filename=path)
+    huey, reader = writer_and_reader
     seen = {}
 
     @huey.task()
